@@ -1,0 +1,112 @@
+//! The one place where errors become HTTP answers.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ward_auth::AuthError;
+use ward_storage::StoreError;
+
+/// An error as the client will see it: a status, a stable code and a safe message.
+/// The request id is added by [`crate::middleware`], which renders the body.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+    }
+
+    pub fn unauthenticated() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "authentication required")
+    }
+
+    /// A generic 500: the cause goes to the log (without PHI), never to the client.
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// The code and a default message for an answer made outside a handler.
+    pub fn for_status(status: StatusCode) -> Self {
+        let (code, message) = match status.as_u16() {
+            400 => ("invalid_request", "the request is malformed"),
+            401 => ("unauthenticated", "authentication required"),
+            403 => ("forbidden", "not allowed"),
+            404 => ("not_found", "no such resource"),
+            405 => ("method_not_allowed", "method not allowed on this resource"),
+            408 => ("request_timeout", "the request took too long"),
+            409 => ("conflict", "conflicts with the current state"),
+            413 => ("payload_too_large", "the request body is too large"),
+            415 => ("unsupported_media_type", "unsupported content type"),
+            429 => ("rate_limited", "too many requests"),
+            503 => ("unavailable", "temporarily unavailable"),
+            504 => ("unavailable", "the request took too long"),
+            s if s >= 500 => ("internal", "internal error"),
+            _ => ("invalid_request", "the request cannot be served"),
+        };
+        Self::new(status, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => Self::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists")),
+            StoreError::Unavailable(_) => {
+                tracing::error!(error = %e, "database unavailable");
+                Self::unavailable("the database is unavailable")
+            }
+            other => {
+                tracing::error!(error = %other, "storage error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::InvalidUsername(_)
+            | AuthError::WeakPassword(_)
+            | AuthError::UnknownRole(_)
+            | AuthError::NoRole => Self::invalid_request(e.to_string()),
+            AuthError::UsernameTaken => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            AuthError::UserNotFound => Self::not_found(),
+            AuthError::InvalidCredentials => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "invalid username or password")
+            }
+            AuthError::Unauthenticated => Self::unauthenticated(),
+            AuthError::SessionExpired => {
+                Self::new(StatusCode::UNAUTHORIZED, "session_expired", "the session has ended")
+            }
+            AuthError::Store(s) => s.into(),
+            AuthError::Hash(h) => {
+                tracing::error!(error = %h, "password hashing failed");
+                Self::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Sign-in, sign-out and the current session (`/v1/auth/*`).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+use ward_auth::User;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Caller, ClientInfo};
+
+/// Credentials. Neither field is ever logged.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoginRequest(<redacted>)")
+    }
+}
+
+/// `{id, username, roles}` as in the contract.
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    id: Uuid,
+    username: String,
+    roles: Vec<String>,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self { id: u.id, username: u.username.clone(), roles: u.roles.iter().map(|r| r.to_string()).collect() }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// Opaque bearer token, shown once; the server keeps only its SHA-256.
+    token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: OffsetDateTime,
+    idle_timeout_s: u64,
+    user: UserView,
+}
+
+/// Signs in with a username and password.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, description = "invalid_credentials")))]
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let ok = state.accounts.login(&body.username, &body.password, client.ip, client.user_agent, now).await?;
+    Ok(Json(LoginResponse {
+        token: ok.token.expose().to_string(),
+        expires_at: ok.session.expires_at,
+        idle_timeout_s: state.accounts.limits().idle.as_secs(),
+        user: UserView::from(&ok.user),
+    }))
+}
+
+/// Ends the current session at once.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401)))]
+pub async fn logout(State(state): State<AppState>, Caller(who): Caller) -> Result<StatusCode, ApiError> {
+    state.accounts.logout(who.session.id, OffsetDateTime::now_utc()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    user: UserView,
+    roles: Vec<String>,
+    /// Whether a second factor was presented (MFA arrives with the authentication issue).
+    mfa: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    idle_expires_at: OffsetDateTime,
+}
+
+/// The caller's session and its deadlines.
+#[utoipa::path(get, path = "/v1/auth/session", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = SessionView), (status = 401)))]
+pub async fn session(Caller(who): Caller) -> Json<SessionView> {
+    let user = UserView::from(&who.user);
+    Json(SessionView {
+        roles: user.roles.clone(),
+        user,
+        mfa: false,
+        created_at: who.session.created_at,
+        expires_at: who.session.expires_at,
+        idle_expires_at: who.session.idle_expires_at,
+    })
+}

@@ -1,0 +1,70 @@
+//! Liveness, readiness and metrics.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the process answers.
+    status: &'static str,
+    version: &'static str,
+}
+
+/// Liveness: the process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Check {
+    /// `ok` or `failing`.
+    status: &'static str,
+    /// What failed, without secrets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` when every check passes, else `unavailable`.
+    status: &'static str,
+    database_backend: &'static str,
+    checks: std::collections::BTreeMap<&'static str, Check>,
+}
+
+/// Readiness: every dependency needed to serve requests answers (today: the database).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let db = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => Check { status: "ok", detail: None },
+        Ok(Err(e)) => Check { status: "failing", detail: Some(e.to_string()) },
+        Err(_) => Check { status: "failing", detail: Some("no answer within 2 s".into()) },
+    };
+    let ready = db.status == "ok";
+    let body = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        database_backend: state.store.backend().as_str(),
+        checks: [("database", db)].into_iter().collect(),
+    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}
+
+/// Prometheus text exposition: request counts and latency by route and status, pool usage.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state.metrics.render(state.store.pool_stats());
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+}

@@ -1,0 +1,45 @@
+//! The router: one module per resource, assembled with the cross-cutting layers.
+
+pub mod auth;
+pub mod health;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::{AppState, middleware, openapi};
+
+/// Builds the application router and the OpenAPI document describing it.
+pub fn build(state: AppState) -> Router {
+    let (router, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::session))
+        .split_for_parts();
+    let api = std::sync::Arc::new(api);
+    let max_body = usize::try_from(state.config.server.max_body_bytes).unwrap_or(usize::MAX);
+    let timeout = Duration::from_secs(state.config.server.request_timeout_s);
+
+    router
+        .route("/v1/openapi.json", axum::routing::get(move || openapi::serve(api.clone())))
+        .route_layer(axum::middleware::from_fn(middleware::record_route))
+        .fallback(|| async { ApiError::not_found() })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
+}

@@ -1,0 +1,35 @@
+//! The identity domain's error type.
+
+use ward_storage::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The username breaks the naming rule; the message says which part.
+    #[error("invalid username: {0}")]
+    InvalidUsername(String),
+    /// The password breaks the policy; the message names the rule.
+    #[error("password rejected: {0}")]
+    WeakPassword(String),
+    #[error("unknown role `{0}` (expected one of admin, clinician, staff, patient, auditor, service)")]
+    UnknownRole(String),
+    #[error("a user needs at least one role")]
+    NoRole,
+    #[error("username is already taken")]
+    UsernameTaken,
+    #[error("no such user")]
+    UserNotFound,
+    /// Wrong password, unknown user or disabled account: one answer for all three.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// No token, or a token that matches no session.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// The session ended: idle or absolute limit reached, revoked, or logged out.
+    #[error("session expired")]
+    SessionExpired,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Hashing failed or a stored hash is corrupt.
+    #[error("password hashing: {0}")]
+    Hash(#[from] ward_crypto::PasswordError),
+}

@@ -1,0 +1,241 @@
+//! The configuration tree, its defaults and its bounds.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::ConfigError;
+
+/// The whole effective configuration of one `ward` process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub session: SessionConfig,
+    pub auth: AuthConfig,
+    pub keys: EmptySection,
+    pub audit: EmptySection,
+    pub cluster: EmptySection,
+    pub files: EmptySection,
+    pub messaging: EmptySection,
+    pub retention: EmptySection,
+    pub backup: EmptySection,
+}
+
+/// A section whose settings arrive with a later feature; any key in it is unknown today.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmptySection {}
+
+/// `[server]`: where Ward listens and how it treats connections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Directory holding the SQLite database, the TLS material and (later) keys and objects.
+    pub data_dir: PathBuf,
+    /// Socket address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Serve HTTPS. Turning it off is refused unless `listen` is loopback or
+    /// `behind_tls_proxy` declares that a TLS-terminating proxy sits in front.
+    pub tls: bool,
+    /// PEM certificate chain; without it Ward generates a self-signed one for localhost.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Declares that a TLS-terminating proxy forwards to this listener.
+    pub behind_tls_proxy: bool,
+    /// Largest accepted request body in bytes (413 beyond).
+    pub max_body_bytes: u64,
+    /// Longest time one request may take before it is answered 503.
+    pub request_timeout_s: u64,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./ward-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls: true,
+            tls_cert: None,
+            tls_key: None,
+            behind_tls_proxy: false,
+            max_body_bytes: 1024 * 1024,
+            request_timeout_s: 30,
+            shutdown_grace_s: 30,
+        }
+    }
+}
+
+/// `[log]`: verbosity and format of the structured logs on stderr.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, or per-target like `info,ward_api=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Human }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// `[database]`: which database holds Ward's records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or `sqlite://PATH`; unset means `sqlite://<data_dir>/ward.db`.
+    pub url: Option<String>,
+    /// Upper bound of the connection pool.
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before failing with 503.
+    pub acquire_timeout_s: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, max_connections: 16, acquire_timeout_s: 5 }
+    }
+}
+
+/// `[session]`: automatic logoff (HIPAA 164.312(a)(2)(iii)).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A session unused this long ends (floor 10 s for tests, ceiling 12 h).
+    pub idle_timeout_s: u64,
+    /// A session ends this long after sign-in, used or not.
+    pub absolute_timeout_s: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { idle_timeout_s: 900, absolute_timeout_s: 43_200 }
+    }
+}
+
+/// `[auth]`: person authentication (HIPAA 164.312(d)).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Shortest accepted password (NIST SP 800-63B; floor 8).
+    pub password_min_length: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { password_min_length: 12 }
+    }
+}
+
+/// Where the database lives, derived from `[database] url` and the data dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, format!("must be between {min} and {max}, got {value}")))
+    }
+}
+
+impl Config {
+    /// Checks every bound and cross-field rule; the first violation is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        in_range("server.max_body_bytes", s.max_body_bytes, 1024, 1 << 30)?;
+        in_range("server.request_timeout_s", s.request_timeout_s, 1, 3600)?;
+        in_range("server.shutdown_grace_s", s.shutdown_grace_s, 0, 600)?;
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return Err(ConfigError::invalid("server.tls_cert", "tls_cert and tls_key must be set together"));
+        }
+        if s.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("server.data_dir", "must not be empty"));
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(ConfigError::invalid("log.level", "must not be empty"));
+        }
+        let d = &self.database;
+        in_range("database.max_connections", u64::from(d.max_connections), 1, 1000)?;
+        in_range("database.acquire_timeout_s", d.acquire_timeout_s, 1, 300)?;
+        self.database_location()?;
+        let se = &self.session;
+        in_range("session.idle_timeout_s", se.idle_timeout_s, 10, 43_200)?;
+        in_range("session.absolute_timeout_s", se.absolute_timeout_s, 900, 43_200)?;
+        if se.idle_timeout_s > se.absolute_timeout_s {
+            return Err(ConfigError::invalid("session.idle_timeout_s", "must not exceed session.absolute_timeout_s"));
+        }
+        in_range("auth.password_min_length", self.auth.password_min_length as u64, 8, 128)?;
+        Ok(())
+    }
+
+    /// The database this configuration points at.
+    pub fn database_location(&self) -> Result<DatabaseLocation, ConfigError> {
+        let Some(raw) = &self.database.url else {
+            return Ok(DatabaseLocation::Sqlite(self.server.data_dir.join("ward.db")));
+        };
+        let key = "database.url";
+        let url = url::Url::parse(raw).map_err(|e| ConfigError::invalid(key, format!("not a valid URL ({e})")))?;
+        match url.scheme() {
+            "postgres" | "postgresql" => {
+                if url.host_str().is_none_or(str::is_empty) {
+                    return Err(ConfigError::invalid(key, "a postgres URL needs a host"));
+                }
+                if url.path().trim_start_matches('/').is_empty() {
+                    return Err(ConfigError::invalid(key, "a postgres URL needs a database name"));
+                }
+                Ok(DatabaseLocation::Postgres(raw.clone()))
+            }
+            "sqlite" => {
+                let path = raw.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or_default();
+                if path.is_empty() {
+                    return Err(ConfigError::invalid(key, "a sqlite URL needs a file path"));
+                }
+                Ok(DatabaseLocation::Sqlite(PathBuf::from(path)))
+            }
+            other => {
+                Err(ConfigError::invalid(key, format!("unsupported scheme `{other}` (use postgres:// or sqlite://)")))
+            }
+        }
+    }
+
+    /// The configuration as TOML with every secret replaced by `"<redacted>"`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if let Some(url) = &shown.database.url {
+            shown.database.url = Some(redact_url(url));
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Hides the password of a URL, keeping the rest readable.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            // Setting a password only fails for URLs that cannot have one, which have none.
+            let _ = url.set_password(Some("<redacted>"));
+            url.to_string()
+        }
+        Ok(_) => raw.to_string(),
+        Err(_) => "<redacted: not a valid URL>".to_string(),
+    }
+}

@@ -1,0 +1,119 @@
+//! Password hashing with argon2id (RFC 9106) and strong password generation.
+//!
+//! Hashes are PHC strings, so each carries its own parameters and salt; raising the
+//! parameters later only affects new hashes, and old ones still verify (rehash-on-login
+//! arrives with the authentication issue). Defaults: m = 19 MiB, t = 2, p = 1, the OWASP
+//! and NIST SP 800-63B floor; `PasswordHasher::new` accepts stronger settings.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// The argon2 parameters are outside what the algorithm accepts.
+    #[error("invalid argon2 parameters: {0}")]
+    Params(String),
+    /// Hashing failed (only with impossible inputs such as a 4 GiB password).
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    /// A stored hash could not be parsed: the record is corrupt.
+    #[error("stored password hash is malformed")]
+    MalformedHash,
+}
+
+/// Hashes and verifies passwords with fixed argon2id parameters.
+#[derive(Clone)]
+pub struct PasswordHasher {
+    argon: Argon2<'static>,
+    /// A valid hash of a random password, verified when the user does not exist so that
+    /// an unknown username costs the same time as a wrong password.
+    dummy_hash: String,
+}
+
+impl std::fmt::Debug for PasswordHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHasher").field("params", self.argon.params()).finish()
+    }
+}
+
+impl PasswordHasher {
+    /// Memory in KiB, iterations, parallelism.
+    pub fn new(m_kib: u32, t: u32, p: u32) -> Result<Self, PasswordError> {
+        let params = Params::new(m_kib, t, p, None).map_err(|e| PasswordError::Params(e.to_string()))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let mut hasher = Self { argon, dummy_hash: String::new() };
+        hasher.dummy_hash = hasher.hash(&generate_password())?;
+        Ok(hasher)
+    }
+
+    /// The default parameters: m = 19 MiB, t = 2, p = 1.
+    pub fn default_params() -> Result<Self, PasswordError> {
+        Self::new(19 * 1024, 2, 1)
+    }
+
+    /// A PHC-format argon2id hash of `password` with a fresh 128-bit salt.
+    pub fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        self.argon
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| PasswordError::Hash(e.to_string()))
+    }
+
+    /// True when `password` matches `stored`. With `stored = None` (no such user) a dummy
+    /// hash is verified anyway and `false` returned, to keep timing equal.
+    pub fn verify(&self, password: &str, stored: Option<&str>) -> Result<bool, PasswordError> {
+        let target = stored.unwrap_or(&self.dummy_hash);
+        let parsed = PasswordHash::new(target).map_err(|_| PasswordError::MalformedHash)?;
+        let ok = self.argon.verify_password(password.as_bytes(), &parsed).is_ok();
+        Ok(ok && stored.is_some())
+    }
+}
+
+/// A random 24-character alphanumeric password (~142 bits), for `ward user add`.
+pub fn generate_password() -> String {
+    let pw: Zeroizing<String> =
+        Zeroizing::new(rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect());
+    pw.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> PasswordHasher {
+        PasswordHasher::new(1024, 1, 1).expect("params")
+    }
+
+    #[test]
+    fn hash_verifies_and_wrong_password_does_not() {
+        let h = fast();
+        let stored = h.hash("correct horse battery").expect("hash");
+        assert!(stored.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
+        assert!(h.verify("correct horse battery", Some(&stored)).expect("verify"));
+        assert!(!h.verify("correct horse batterY", Some(&stored)).expect("verify"));
+    }
+
+    #[test]
+    fn unknown_user_never_verifies() {
+        let h = fast();
+        assert!(!h.verify("anything", None).expect("verify"));
+    }
+
+    #[test]
+    fn default_params_meet_the_floor() {
+        let h = PasswordHasher::default_params().expect("params");
+        let stored = h.hash("x").expect("hash");
+        assert!(stored.contains("m=19456,t=2,p=1"), "{stored}");
+    }
+
+    #[test]
+    fn generated_passwords_are_long_and_distinct() {
+        let a = generate_password();
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, generate_password());
+    }
+}

@@ -1,0 +1,134 @@
+//! Ward's storage: one interface ([`Store`]), two engines.
+//!
+//! * [`sqlite`]: the embedded default, one file in the data dir, WAL journal with
+//!   `synchronous = FULL` so that an acknowledged commit survives power loss.
+//! * [`postgres`]: for several nodes sharing one database.
+//!
+//! Both run the same versioned migrations (one directory per engine, kept in step) at
+//! start-up, guarded so that two processes starting at once apply each migration once:
+//! PostgreSQL through sqlx's advisory lock, SQLite through an exclusive file lock.
+//! Both pass the same [`conformance`] suite.
+//!
+//! **Invariant:** only this crate contains SQL. Records cross the boundary as the plain
+//! types in [`model`]; times are UTC, stored as Unix milliseconds.
+
+mod common;
+pub mod conformance;
+mod error;
+pub mod model;
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+pub mod testing;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use error::StoreError;
+pub use model::{SessionRecord, UserRecord};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Where to connect and how large a pool to keep.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub target: Target,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+/// The database to open.
+#[derive(Clone)]
+pub enum Target {
+    /// A SQLite file, created if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (may hold a password: never logged).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
+            Target::Postgres(_) => f.write_str("Postgres(<url redacted>)"),
+        }
+    }
+}
+
+/// Connection-pool occupancy, exported as metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+/// Opens the database, applies pending migrations and returns the store.
+pub async fn open(options: &ConnectOptions) -> Result<Arc<dyn Store>> {
+    match &options.target {
+        Target::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, options).await?)),
+        Target::Postgres(url) => Ok(Arc::new(postgres::PgStore::open(url, options).await?)),
+    }
+}
+
+/// Everything Ward keeps in its database, as one object-safe interface.
+#[async_trait]
+pub trait Store: UserStore + SessionStore + Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    /// A round trip to the database, for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+    fn pool_stats(&self) -> PoolStats;
+    /// Closes the pool, waiting for connections in use to be returned.
+    async fn close(&self);
+}
+
+/// Accounts.
+#[async_trait]
+pub trait UserStore {
+    /// Inserts a new user; [`StoreError::Conflict`] if the username (any case) is taken.
+    async fn insert_user(&self, user: &UserRecord) -> Result<()>;
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRecord>>;
+    /// Looks a user up by the case-folded username key.
+    async fn user_by_username_key(&self, username_key: &str) -> Result<Option<UserRecord>>;
+    /// All users, oldest first.
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
+    /// Disables or re-enables a user; disabling revokes every live session in the same
+    /// transaction. False if there is no such user.
+    async fn set_user_disabled(&self, id: Uuid, disabled: bool, now: OffsetDateTime) -> Result<bool>;
+    /// Replaces the password hash and revokes every live session, atomically.
+    async fn set_password_hash(&self, id: Uuid, hash: &str, now: OffsetDateTime) -> Result<bool>;
+    /// Clears failed-login counters and any lock.
+    async fn unlock_user(&self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
+}
+
+/// Sign-in sessions. Only token digests are stored.
+#[async_trait]
+pub trait SessionStore {
+    async fn insert_session(&self, session: &SessionRecord) -> Result<()>;
+    async fn session_by_token_hash(&self, token_hash: &str) -> Result<Option<SessionRecord>>;
+    /// Records activity: moves `last_seen_at` and the idle deadline forward.
+    async fn touch_session(&self, id: Uuid, now: OffsetDateTime, idle_expires_at: OffsetDateTime) -> Result<()>;
+    /// Revokes one session; false if it was unknown or already revoked.
+    async fn revoke_session(&self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
+}

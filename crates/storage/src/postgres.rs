@@ -1,0 +1,61 @@
+//! The shared engine: PostgreSQL, for several Ward nodes on one database.
+//!
+//! Migrations run under sqlx's session advisory lock, so nodes starting together apply
+//! each migration exactly once and the others wait for it.
+
+use std::str::FromStr as _;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::common::impl_common_stores;
+use crate::{Backend, ConnectOptions, PoolStats, Result, Store, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub struct PgStore {
+    pool: PgPool,
+    max: u32,
+}
+
+impl PgStore {
+    /// Connects and applies pending migrations.
+    pub async fn open(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|_| StoreError::Unavailable("the PostgreSQL URL cannot be parsed".into()))?
+            .application_name("ward");
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, max: options.max_connections })
+    }
+}
+
+impl_common_stores!(PgStore);
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.max,
+        }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,113 @@
+//! Row types shared by both engines, and their conversion to and from [`crate::model`].
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::model::{SessionRecord, UserRecord};
+
+/// Unix milliseconds, the storage representation of a UTC time.
+pub(crate) fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn from_millis(ms: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
+}
+
+pub(crate) fn uuid(s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("id {s:?}: {e}")))
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub username_key: String,
+    pub password_hash: String,
+    pub roles: String,
+    pub disabled: bool,
+    pub failed_logins: i64,
+    pub locked_until: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TryFrom<UserRow> for UserRecord {
+    type Error = StoreError;
+    fn try_from(r: UserRow) -> Result<Self, StoreError> {
+        Ok(UserRecord {
+            id: uuid(&r.id)?,
+            username: r.username,
+            username_key: r.username_key,
+            password_hash: r.password_hash,
+            roles: serde_json::from_str(&r.roles).map_err(|e| StoreError::Corrupt(format!("roles: {e}")))?,
+            disabled: r.disabled,
+            failed_logins: r.failed_logins,
+            locked_until: r.locked_until.map(from_millis).transpose()?,
+            created_at: from_millis(r.created_at)?,
+            updated_at: from_millis(r.updated_at)?,
+        })
+    }
+}
+
+pub(crate) fn roles_json(roles: &[String]) -> String {
+    serde_json::Value::from(roles.to_vec()).to_string()
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    pub id: String,
+    pub token_hash: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub idle_expires_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl TryFrom<SessionRow> for SessionRecord {
+    type Error = StoreError;
+    fn try_from(r: SessionRow) -> Result<Self, StoreError> {
+        Ok(SessionRecord {
+            id: uuid(&r.id)?,
+            token_hash: r.token_hash,
+            user_id: uuid(&r.user_id)?,
+            created_at: from_millis(r.created_at)?,
+            last_seen_at: from_millis(r.last_seen_at)?,
+            idle_expires_at: from_millis(r.idle_expires_at)?,
+            expires_at: from_millis(r.expires_at)?,
+            revoked_at: r.revoked_at.map(from_millis).transpose()?,
+            ip: r.ip,
+            user_agent: r.user_agent,
+        })
+    }
+}
+
+/// SQL shared by both engines: SQLite and PostgreSQL both accept `$N` placeholders.
+pub(crate) mod sql {
+    pub const INSERT_USER: &str = "INSERT INTO users (id, username, username_key, password_hash, roles, disabled, \
+         failed_logins, locked_until, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+    pub const USER_BY_ID: &str = "SELECT id, username, username_key, password_hash, roles, disabled, failed_logins, \
+         locked_until, created_at, updated_at FROM users WHERE id = $1";
+    pub const USER_BY_KEY: &str = "SELECT id, username, username_key, password_hash, roles, disabled, failed_logins, \
+         locked_until, created_at, updated_at FROM users WHERE username_key = $1";
+    pub const LIST_USERS: &str = "SELECT id, username, username_key, password_hash, roles, disabled, failed_logins, \
+         locked_until, created_at, updated_at FROM users ORDER BY created_at, id";
+    pub const SET_DISABLED: &str = "UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1";
+    pub const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1";
+    pub const UNLOCK: &str = "UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = $2 WHERE id = $1";
+    pub const REVOKE_USER_SESSIONS: &str =
+        "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+    pub const INSERT_SESSION: &str = "INSERT INTO sessions (id, token_hash, user_id, created_at, last_seen_at, \
+         idle_expires_at, expires_at, revoked_at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+    pub const SESSION_BY_HASH: &str = "SELECT id, token_hash, user_id, created_at, last_seen_at, idle_expires_at, \
+         expires_at, revoked_at, ip, user_agent FROM sessions WHERE token_hash = $1";
+    pub const TOUCH_SESSION: &str =
+        "UPDATE sessions SET last_seen_at = $2, idle_expires_at = $3 WHERE id = $1 AND revoked_at IS NULL";
+    pub const REVOKE_SESSION: &str = "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+}

@@ -1,0 +1,84 @@
+//! The embedded engine: one SQLite file in the data dir.
+//!
+//! WAL journal (readers never block the writer, and the CLI can write while the server
+//! runs), `synchronous = FULL` (a commit is on disk before it is acknowledged), a busy
+//! timeout so that concurrent writers wait instead of failing, foreign keys on.
+
+use std::fs::File;
+use std::path::Path;
+use std::str::FromStr as _;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::common::impl_common_stores;
+use crate::{Backend, ConnectOptions, PoolStats, Result, Store, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    max: u32,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and applies pending migrations.
+    pub async fn open(path: &Path, options: &ConnectOptions) -> Result<Self> {
+        let connect = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(StoreError::from)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(options.acquire_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        migrate_locked(&pool, path).await?;
+        Ok(Self { pool, max: options.max_connections })
+    }
+}
+
+/// Runs the migrator under an exclusive lock on `<db>.migrate.lock`, so that a server and
+/// a CLI command (or two servers) opening the same file at once migrate it only once.
+async fn migrate_locked(pool: &SqlitePool, db: &Path) -> Result<()> {
+    let mut lock_path = db.as_os_str().to_owned();
+    lock_path.push(".migrate.lock");
+    let lock = File::create(&lock_path).map_err(|e| StoreError::Migrate(format!("lock file: {e}")))?;
+    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+        .await
+        .map_err(|e| StoreError::Migrate(e.to_string()))?
+        .map_err(|e| StoreError::Migrate(format!("lock file: {e}")))?;
+    let result = MIGRATOR.run(pool).await;
+    drop(lock); // releases the lock
+    Ok(result?)
+}
+
+impl_common_stores!(SqliteStore);
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.max,
+        }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

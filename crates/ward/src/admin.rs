@@ -1,0 +1,90 @@
+//! Administrative commands on the data dir or database of a (possibly running) server.
+//!
+//! They open the same database as `ward serve` (SQLite in WAL mode allows a second
+//! writer process; PostgreSQL is shared by design) and go through the same domain
+//! services, so the same rules apply as over the API.
+
+use std::io::BufRead as _;
+
+use time::OffsetDateTime;
+
+use crate::cli::{Failure, GlobalArgs, UserCommand};
+use crate::startup;
+
+pub async fn user(
+    global: &GlobalArgs,
+    flags: Vec<(String, String, toml::Value)>,
+    cmd: UserCommand,
+) -> Result<(), Failure> {
+    let config = startup::load_config(global.config.as_ref(), flags)?;
+    startup::init_logging(&config, Some("warn"))?;
+    let store = startup::open_store(&config).await?;
+    let accounts = startup::accounts(&config, store.clone())?;
+    let now = OffsetDateTime::now_utc();
+    let outcome = match cmd {
+        UserCommand::Add { name, roles, password_stdin } => {
+            let (password, generated) = password_input(password_stdin)?;
+            let user = accounts.create_user(&name, &password, &roles, now).await.map_err(fail)?;
+            let roles: Vec<_> = user.roles.iter().map(|r| r.as_str()).collect();
+            println!("created user {} (id {}, roles {})", user.username, user.id, roles.join(","));
+            if generated {
+                println!("password: {password}");
+                println!("(shown once: store it in a password manager)");
+            }
+            Ok(())
+        }
+        UserCommand::List { json } => {
+            let users = accounts.list_users().await.map_err(fail)?;
+            for u in users {
+                let roles: Vec<_> = u.roles.iter().map(|r| r.as_str()).collect();
+                if json {
+                    println!("{}", serde_json::to_string(&u).map_err(|e| Failure::runtime(e.to_string()))?);
+                } else {
+                    let state = if u.disabled { "disabled" } else { "active" };
+                    println!("{}\t{}\t{}\t{}", u.id, u.username, roles.join(","), state);
+                }
+            }
+            Ok(())
+        }
+        UserCommand::Disable { name } => {
+            let u = accounts.disable(&name, now).await.map_err(fail)?;
+            println!("disabled user {} and ended all of their sessions", u.username);
+            Ok(())
+        }
+        UserCommand::Unlock { name } => {
+            let u = accounts.unlock(&name, now).await.map_err(fail)?;
+            println!("unlocked user {}", u.username);
+            Ok(())
+        }
+        UserCommand::ResetPassword { name, password_stdin } => {
+            let (password, generated) = password_input(password_stdin)?;
+            let u = accounts.reset_password(&name, &password, now).await.map_err(fail)?;
+            println!("new password set for {}; all of their sessions ended", u.username);
+            if generated {
+                println!("password: {password}");
+                println!("(shown once: store it in a password manager)");
+            }
+            Ok(())
+        }
+    };
+    store.close().await;
+    outcome
+}
+
+fn fail(e: ward_auth::AuthError) -> Failure {
+    Failure::runtime(e.to_string())
+}
+
+/// The password from stdin's first line, or a generated one.
+fn password_input(from_stdin: bool) -> Result<(String, bool), Failure> {
+    if !from_stdin {
+        return Ok((ward_crypto::generate_password(), true));
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| Failure::runtime(format!("reading stdin: {e}")))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        return Err(Failure { code: 2, message: "--password-stdin: standard input held no password".into() });
+    }
+    Ok((password, false))
+}

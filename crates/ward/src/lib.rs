@@ -1,0 +1,15 @@
+//! The `ward` command: wiring of configuration, data dir, storage, domain services and
+//! the HTTP server, plus the administrative commands that run on the same data dir or
+//! database as a running server.
+//!
+//! * [`cli`]: the command line (clap), exit codes, one-line errors.
+//! * [`startup`]: configuration layers, logging, the data dir, opening storage, building
+//!   the domain services: everything `serve` and the admin commands share.
+//! * [`serve`]: `ward serve`.
+//! * [`admin`]: `ward user …` and the commands of features still to come.
+
+pub mod admin;
+pub mod cli;
+pub mod datadir;
+pub mod serve;
+pub mod startup;

@@ -1,0 +1,106 @@
+//! `ward serve`: start-up checks, the listening line, signals and graceful shutdown.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use ward_api::{AppState, Application, metrics::Metrics, tls};
+
+use crate::cli::{Failure, GlobalArgs, LogFormatArg, ServeArgs};
+use crate::startup::{self, StartError};
+
+pub async fn run(
+    global: &GlobalArgs,
+    mut flags: Vec<(String, String, toml::Value)>,
+    args: ServeArgs,
+) -> Result<(), Failure> {
+    if let Some(listen) = args.listen {
+        flags.push(("--listen".into(), "server.listen".into(), toml::Value::String(listen.to_string())));
+    }
+    if args.no_tls {
+        flags.push(("--no-tls".into(), "server.tls".into(), toml::Value::Boolean(false)));
+    }
+    if let Some(format) = args.log_format {
+        let f = match format {
+            LogFormatArg::Human => "human",
+            LogFormatArg::Json => "json",
+        };
+        flags.push(("--log-format".into(), "log.format".into(), toml::Value::String(f.into())));
+    }
+    if let Some(level) = args.log_level {
+        flags.push(("--log-level".into(), "log.level".into(), toml::Value::String(level)));
+    }
+    let config = startup::load_config(global.config.as_ref(), flags)?;
+    if args.print_config {
+        print!("{}", config.to_redacted_toml());
+        return Ok(());
+    }
+    let server = &config.server;
+    if !server.tls && !server.listen.ip().is_loopback() && !server.behind_tls_proxy {
+        return Err(Failure {
+            code: 2,
+            message: format!(
+                "--no-tls is refused on {}: plaintext is allowed only on a loopback address or with \
+                 `server.behind_tls_proxy = true` when a TLS-terminating proxy sits in front",
+                server.listen
+            ),
+        });
+    }
+    startup::init_logging(&config, None)?;
+
+    let store = startup::open_store(&config).await?;
+    let accounts = startup::accounts(&config, store.clone())?;
+    let tls = if server.tls {
+        let material = tls::load_or_generate(&server.data_dir, server.tls_cert.as_deref(), server.tls_key.as_deref())
+            .map_err(|e| StartError::Other(format!("TLS: {e}")))?;
+        Some(material)
+    } else {
+        None
+    };
+
+    let state = AppState {
+        config: Arc::new(config.clone()),
+        store: store.clone(),
+        accounts,
+        metrics: Arc::new(Metrics::new()),
+        shutdown: CancellationToken::new(),
+        tls: tls.is_some(),
+    };
+    let rustls = tls.as_ref().map(|m| m.config.clone());
+    let app = Application::build(state, server.listen, rustls).map_err(|e| Failure::runtime(e.to_string()))?;
+    match &tls {
+        Some(material) => {
+            if material.generated {
+                tracing::warn!(cert = %material.cert_path.display(), "generated a self-signed certificate for \
+                    localhost; configure server.tls_cert and server.tls_key for production");
+            }
+            tracing::info!(sha256 = %material.fingerprint, cert = %material.cert_path.display(), "TLS certificate");
+        }
+        None => tracing::warn!("TLS is off: serving plain HTTP"),
+    }
+    tracing::info!(backend = store.backend().as_str(), data_dir = %server.data_dir.display(), "ward ready");
+    // The one line scripts and tests wait for; printed directly so its form never changes.
+    eprintln!("ward listening on {}", app.url());
+
+    let result = app.run(shutdown_signal()).await;
+    store.close().await;
+    result.map_err(|e| Failure::runtime(e.to_string()))?;
+    tracing::info!("ward stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; only Ctrl-C will stop the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,94 @@
+//! What every command shares: configuration, logging, the data dir and the services.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+use ward_auth::{Accounts, PasswordPolicy, SessionLimits};
+use ward_config::{Config, ConfigError, DatabaseLocation, Layers, LogFormat};
+use ward_crypto::PasswordHasher;
+use ward_storage::{ConnectOptions, Store, Target};
+
+/// A start-up failure, printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot read config file {path}: {source}")]
+    ConfigFile { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    DataDir(#[from] crate::datadir::DataDirError),
+    #[error("cannot open the {backend} database: {source}")]
+    Database { backend: &'static str, source: ward_storage::StoreError },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StartError {
+    /// Configuration mistakes exit 2 (like usage errors); everything else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) | StartError::ConfigFile { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Reads the config file (if any) and merges it with the environment and flag overrides.
+pub fn load_config(file: Option<&PathBuf>, flags: Vec<(String, String, toml::Value)>) -> Result<Config, StartError> {
+    let file = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| StartError::ConfigFile { path: path.clone(), source })?;
+            Some((path.clone(), text))
+        }
+        None => None,
+    };
+    let env = std::env::vars().collect();
+    Ok(ward_config::load(Layers { file, env, flags })?)
+}
+
+/// Installs the tracing subscriber: human or JSON lines on stderr.
+pub fn init_logging(config: &Config, default_level: Option<&str>) -> Result<(), StartError> {
+    let level = default_level.unwrap_or(&config.log.level);
+    let filter =
+        EnvFilter::try_new(level).map_err(|e| StartError::Config(ConfigError::invalid("log.level", e.to_string())))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+    // A second init (tests running several commands in one process) keeps the first.
+    let _ = result;
+    Ok(())
+}
+
+/// Opens the configured database, creating the data dir first.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    crate::datadir::prepare(&config.server.data_dir)?;
+    let target = match config.database_location()? {
+        DatabaseLocation::Sqlite(path) => Target::Sqlite(path),
+        DatabaseLocation::Postgres(url) => Target::Postgres(url),
+    };
+    let backend = match target {
+        Target::Sqlite(_) => "sqlite",
+        Target::Postgres(_) => "postgres",
+    };
+    let options = ConnectOptions {
+        target,
+        max_connections: config.database.max_connections,
+        acquire_timeout: Duration::from_secs(config.database.acquire_timeout_s),
+    };
+    ward_storage::open(&options).await.map_err(|source| StartError::Database { backend, source })
+}
+
+/// The identity service over `store`, configured from `[auth]` and `[session]`.
+pub fn accounts(config: &Config, store: Arc<dyn Store>) -> Result<Accounts, StartError> {
+    let hasher = PasswordHasher::default_params().map_err(|e| StartError::Other(e.to_string()))?;
+    let limits = SessionLimits {
+        idle: Duration::from_secs(config.session.idle_timeout_s),
+        absolute: Duration::from_secs(config.session.absolute_timeout_s),
+    };
+    Ok(Accounts::new(store, hasher, PasswordPolicy::new(config.auth.password_min_length), limits))
+}

@@ -1,0 +1,144 @@
+//! Bad configuration stops start-up with one clear line naming the problem.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::Output;
+
+use crate::helpers::*;
+
+fn serve(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = ward();
+    cmd.args(["serve", "--no-tls", "--data-dir"]).arg(data_dir).args(extra);
+    if !extra.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // A server that wrongly starts would block: the timeout turns that into a failure.
+    cmd.env("WARD_SERVER_SHUTDOWN_GRACE_S", "0");
+    let mut child =
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let status = wait_timeout(&mut child, std::time::Duration::from_secs(30));
+    let mut stderr = Vec::new();
+    std::io::Read::read_to_end(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read");
+    Output { status, stdout: Vec::new(), stderr }
+}
+
+/// Exactly one line on stderr, containing every `needle`, and no panic.
+fn assert_one_clear_line(out: &Output, code: i32, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("ward: "), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "mentions {n:?}: {err}");
+    }
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+}
+
+fn config_file(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("ward.toml");
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+#[test]
+fn unknown_key_in_the_config_file() {
+    let d = data_dir();
+    let t = tempfile::tempdir().expect("tmp");
+    let file = config_file(&t, "[server]\nlistn = \"127.0.0.1:1\"\n");
+    assert_one_clear_line(&serve(&d.path, &["--config", &file], &[]), 2, &["server.listn", "unknown key"]);
+}
+
+#[test]
+fn unknown_or_mistyped_environment_variable() {
+    let d = data_dir();
+    assert_one_clear_line(
+        &serve(&d.path, &[], &[("WARD_SERVER_LISTN", "x")]),
+        2,
+        &["server.listn", "WARD_SERVER_LISTN"],
+    );
+    assert_one_clear_line(
+        &serve(&d.path, &[], &[("WARD_SESSION_IDLE_TIMEOUT_S", "soon")]),
+        2,
+        &["session.idle_timeout_s", "WARD_SESSION_IDLE_TIMEOUT_S"],
+    );
+}
+
+#[test]
+fn out_of_range_value() {
+    let d = data_dir();
+    let t = tempfile::tempdir().expect("tmp");
+    let file = config_file(&t, "[session]\nabsolute_timeout_s = 100000\n");
+    assert_one_clear_line(&serve(&d.path, &["--config", &file], &[]), 2, &["session.absolute_timeout_s", "between"]);
+}
+
+#[test]
+fn malformed_database_url_is_named_without_its_password() {
+    let d = data_dir();
+    let out = serve(&d.path, &[], &[("WARD_DATABASE_URL", "postgres//ward:hunter2@db/ward")]);
+    assert_one_clear_line(&out, 2, &["database.url"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
+}
+
+#[test]
+fn unreachable_database_fails_start_up() {
+    let d = data_dir();
+    let out = serve(
+        &d.path,
+        &[],
+        &[("WARD_DATABASE_URL", "postgres://ward:hunter2@127.0.0.1:1/ward"), ("WARD_DATABASE_ACQUIRE_TIMEOUT_S", "2")],
+    );
+    assert_one_clear_line(&out, 1, &["cannot open the postgres database"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
+}
+
+#[test]
+fn port_in_use() {
+    let d = data_dir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = serve(&d.path, &["--listen", &addr], &[]);
+    assert_one_clear_line(&out, 1, &["cannot listen on", &addr]);
+}
+
+#[test]
+fn data_dir_open_to_others_is_refused_with_the_fix() {
+    let d = data_dir();
+    std::fs::create_dir_all(&d.path).expect("mkdir");
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = d.path.display().to_string();
+    assert_one_clear_line(&serve(&d.path, &[], &[]), 1, &[&path, "chmod 700"]);
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o704)).expect("chmod");
+    assert_one_clear_line(&serve(&d.path, &[], &[]), 1, &["chmod 700"]);
+}
+
+#[test]
+fn unwritable_data_dir_is_refused() {
+    // Tests run as root, for whom permission bits do not stop writes; a data dir below a
+    // regular file can be neither created nor written by anyone.
+    let t = tempfile::tempdir().expect("tmp");
+    let file = t.path().join("plain-file");
+    std::fs::write(&file, "x").expect("write");
+    let out = serve(&file.join("data"), &[], &[]);
+    assert_one_clear_line(&out, 1, &["cannot create data dir"]);
+}
+
+#[test]
+fn print_config_shows_the_effective_config_with_secrets_redacted() {
+    let d = data_dir();
+    let t = tempfile::tempdir().expect("tmp");
+    let file = config_file(&t, "[server]\nlisten = \"127.0.0.1:9000\"\n[session]\nidle_timeout_s = 600\n");
+    let mut cmd = ward();
+    cmd.args(["serve", "--print-config", "--config", &file, "--listen", "127.0.0.1:9100", "--data-dir"])
+        .arg(&d.path)
+        .env("WARD_SESSION_IDLE_TIMEOUT_S", "300")
+        .env("WARD_DATABASE_URL", "postgres://ward:hunter2@db.example/ward");
+    let out = run(cmd, None);
+    assert!(out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("listen = \"127.0.0.1:9100\""), "flag beats file: {shown}");
+    assert!(shown.contains("idle_timeout_s = 300"), "env beats file: {shown}");
+    assert!(shown.contains("db.example") && !shown.contains("hunter2"), "password redacted: {shown}");
+    assert!(!d.path.exists(), "print-config touches nothing");
+}

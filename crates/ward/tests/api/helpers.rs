@@ -1,0 +1,178 @@
+//! Spawning `ward` processes and talking to them.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+pub const WARD: &str = env!("CARGO_BIN_EXE_ward");
+
+/// A fresh data dir inside a temp dir (the data dir itself does not exist yet).
+pub struct DataDir {
+    _root: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn data_dir() -> DataDir {
+    let root = tempfile::tempdir().expect("tempdir");
+    let path = root.path().join("data");
+    DataDir { _root: root, path }
+}
+
+/// A `ward` command with the test environment: no stray WARD_* settings leak in.
+pub fn ward() -> Command {
+    let mut cmd = Command::new(WARD);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs a command to completion with `stdin` fed in.
+pub fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn ward");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("wait")
+}
+
+/// A running `ward serve`.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `ward serve --data-dir DIR --listen 127.0.0.1:0 EXTRA…` and waits for the
+    /// `ward listening on` line.
+    pub fn start(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = ward();
+        cmd.arg("serve").arg("--data-dir").arg(data_dir).args(["--listen", "127.0.0.1:0"]).args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ward serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("ward listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("ward did not start; stderr:\n{}", lines.lock().expect("lock").join("\n"));
+            }
+        };
+        Server { child, url, data_dir: data_dir.to_path_buf(), stderr: lines }
+    }
+
+    pub fn plain(data_dir: &Path) -> Server {
+        Server::start(data_dir, &["--no-tls"], &[])
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").join("\n")
+    }
+
+    /// An HTTP client that trusts this server's certificate (if it uses TLS).
+    pub fn client(&self) -> reqwest::Client {
+        install_crypto();
+        let mut b = reqwest::Client::builder().use_rustls_tls().timeout(Duration::from_secs(30));
+        if self.url.starts_with("https") {
+            let pem = std::fs::read(self.data_dir.join("tls/cert.pem")).expect("cert");
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"));
+        }
+        b.build().expect("client")
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// Waits for the process to exit (after a signal) and returns its status.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        let status = wait_timeout(&mut self.child, Duration::from_secs(30));
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().expect("kill");
+    assert!(ok.success(), "kill -{name} failed");
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Creates a user through the CLI with a known password.
+pub fn add_user(data_dir: &Path, extra: &[&str], name: &str, role: &str, password: &str) {
+    let mut cmd = ward();
+    cmd.args(["user", "add", name, "--role", role, "--password-stdin", "--data-dir"]).arg(data_dir).args(extra);
+    let out = run(cmd, Some(&format!("{password}\n")));
+    assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Signs in and returns the token.
+pub async fn login(server: &Server, name: &str, password: &str) -> String {
+    let res = server
+        .client()
+        .post(server.at("/v1/auth/login"))
+        .json(&serde_json::json!({"username": name, "password": password}))
+        .send()
+        .await
+        .expect("login request");
+    assert_eq!(res.status(), 200, "login failed");
+    let body: serde_json::Value = res.json().await.expect("json");
+    body["token"].as_str().expect("token").to_string()
+}
+
+/// Asserts the contract's error shape and returns the code.
+pub async fn error_code(res: reqwest::Response) -> String {
+    let header_id = res.headers().get("x-request-id").map(|v| v.to_str().expect("ascii").to_string());
+    let body: serde_json::Value = res.json().await.expect("error body is JSON");
+    let err = &body["error"];
+    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "message present: {body}");
+    assert_eq!(err["request_id"].as_str().map(str::to_string), header_id, "request id in body and header");
+    err["code"].as_str().expect("code").to_string()
+}

@@ -1,0 +1,38 @@
+//! The same binary on PostgreSQL: start-up, CLI, and two nodes sharing one database.
+
+use ward_storage::testing::TempPostgres;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn serve_and_user_add_on_postgres_with_two_nodes() {
+    let db = TempPostgres::create().await.expect("create test database");
+    let cfg_dir = tempfile::tempdir().expect("tmp");
+    let cfg = cfg_dir.path().join("ward.toml");
+    std::fs::write(&cfg, format!("[database]\nurl = \"{}\"\n", db.url)).expect("config");
+    let cfg = cfg.display().to_string();
+
+    let (a_dir, b_dir) = (data_dir(), data_dir());
+    let a = Server::start(&a_dir.path, &["--no-tls", "--config", &cfg], &[]);
+    let b = Server::start(&b_dir.path, &["--no-tls", "--config", &cfg], &[]);
+
+    let ready: serde_json::Value =
+        a.client().get(a.at("/readyz")).send().await.expect("readyz").json().await.expect("json");
+    assert_eq!(ready["database_backend"], "postgres");
+    assert_eq!(ready["checks"]["database"]["status"], "ok");
+    assert!(!a_dir.path.join("ward.db").exists(), "no SQLite file in PostgreSQL mode");
+
+    // The CLI writes to the same database the servers use.
+    add_user(&a_dir.path, &["--config", &cfg], "pg.doctor", "clinician", "postgres passphrase 1");
+    let token = login(&a, "pg.doctor", "postgres passphrase 1").await;
+
+    // A session made on node A is valid on node B, and a logout on B ends it on A.
+    let res = b.client().get(b.at("/v1/auth/session")).bearer_auth(&token).send().await.expect("session on B");
+    assert_eq!(res.status(), 200);
+    let res = b.client().post(b.at("/v1/auth/logout")).bearer_auth(&token).send().await.expect("logout on B");
+    assert_eq!(res.status(), 204);
+    let res = a.client().get(a.at("/v1/auth/session")).bearer_auth(&token).send().await.expect("session on A");
+    assert_eq!(res.status(), 401);
+
+    drop((a, b));
+}

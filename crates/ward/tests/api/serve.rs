@@ -1,0 +1,62 @@
+//! Start-up on embedded defaults, probes, OpenAPI and metrics.
+
+use std::os::unix::fs::PermissionsExt as _;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn plain_server_on_port_zero_reports_its_real_port_and_probes_answer() {
+    let dir = data_dir();
+    let server = Server::plain(&dir.path);
+    let port: u16 = server.url.rsplit(':').next().expect("port").parse().expect("number");
+    assert!(server.url.starts_with("http://127.0.0.1:") && port != 0, "{}", server.url);
+
+    let c = server.client();
+    let health = c.get(server.at("/healthz")).send().await.expect("healthz");
+    assert_eq!(health.status(), 200);
+
+    let ready = c.get(server.at("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(ready["checks"]["database"]["status"], "ok");
+    assert_eq!(ready["database_backend"], "sqlite");
+
+    let doc: serde_json::Value =
+        c.get(server.at("/v1/openapi.json")).send().await.expect("openapi").json().await.expect("json");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "OpenAPI 3.x: {}", doc["openapi"]);
+    assert!(doc["paths"]["/v1/auth/login"]["post"].is_object(), "login documented");
+    assert!(doc["paths"]["/readyz"]["get"].is_object(), "readyz documented");
+
+    let metrics = c.get(server.at("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.contains(r#"ward_http_requests_total{method="GET",route="/readyz",status="200"} 1"#),
+        "request counter by route and status:\n{metrics}"
+    );
+    assert!(metrics.contains("ward_http_request_duration_seconds_bucket"), "latency histogram");
+    assert!(metrics.contains("ward_db_pool_connections"), "pool usage");
+}
+
+#[tokio::test]
+async fn data_dir_is_created_private_with_a_sqlite_database() {
+    let dir = data_dir();
+    let _server = Server::plain(&dir.path);
+    let mode = std::fs::metadata(&dir.path).expect("data dir").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(dir.path.join("ward.db").exists(), "SQLite file in the data dir");
+}
+
+#[test]
+fn not_yet_available_commands_say_so() {
+    for args in [&["audit", "verify"][..], &["keys", "status"], &["backup", "create"]] {
+        let out = run(
+            {
+                let mut c = ward();
+                c.args(args);
+                c
+            },
+            None,
+        );
+        assert_eq!(out.status.code(), Some(69), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not yet available"));
+    }
+}

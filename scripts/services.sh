@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs and starts what Ward's tests talk to, on a Debian machine, idempotently.
+# PostgreSQL (127.0.0.1:5432, trust auth, database `test`), Redis and NATS with JetStream.
+set -euo pipefail
+
+log() { echo "services: $*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_apt=()
+command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v redis-server  >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v nats-server   >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+port_open() { (echo >"/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }
+wait_port() {
+  for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; done
+  log "port $1 did not open"; return 1
+}
+
+if ! port_open 5432; then
+  log "starting PostgreSQL"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+  wait_port 5432
+fi
+if ! port_open 6379; then
+  log "starting Redis"
+  as_root mkdir -p /var/lib/redis /var/log/redis
+  as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  wait_port 6379
+fi
+if ! port_open 4222; then
+  log "starting NATS"
+  as_root mkdir -p /var/lib/nats-server
+  as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+  wait_port 4222
+fi
+
+# The tests create their own databases on the server named by WARD_TEST_POSTGRES_URL
+# (default postgres://postgres@127.0.0.1:5432/test); make sure that database exists.
+if command -v psql >/dev/null 2>&1; then
+  psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 \
+    || psql -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE test" >/dev/null
+fi
+
+command -v cargo-nextest >/dev/null 2>&1 || { log "installing cargo-nextest"; cargo install --locked cargo-nextest; }
+log "ready"
