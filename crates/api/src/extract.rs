@@ -27,10 +27,20 @@ impl From<JsonRejection> for ApiError {
         let message = match r {
             JsonRejection::MissingJsonContentType(_) => "expected Content-Type: application/json".to_string(),
             JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON".to_string(),
-            JsonRejection::JsonDataError(e) => format!("the body does not match the expected shape: {}", e.body_text()),
+            JsonRejection::JsonDataError(e) => shape_error(&e.body_text()),
             _ => "the body cannot be read".to_string(),
         };
         ApiError::invalid_request(message)
+    }
+}
+
+/// Names a missing or unknown field (names come from our schema or are keys, not
+/// values); any other mismatch is described without quoting what the client sent.
+fn shape_error(serde_text: &str) -> String {
+    let detail = serde_text.split(": ").find(|p| p.starts_with("missing field") || p.starts_with("unknown field"));
+    match detail {
+        Some(d) => format!("the body does not match the expected shape: {}", d.split(" at line").next().unwrap_or(d)),
+        None => "the body does not match the expected shape (a field has the wrong type)".to_string(),
     }
 }
 

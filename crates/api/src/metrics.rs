@@ -19,6 +19,11 @@ pub struct RouteLabels {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RouteLabels, Counter>,
@@ -26,8 +31,8 @@ pub struct Metrics {
     pool_size: Gauge<i64>,
     pool_idle: Gauge<i64>,
     pool_max: Gauge<i64>,
-    /// Monotonic count of TLS-less answers is not needed; build info carries the version.
-    _build: Gauge<u64, AtomicU64>,
+    /// Always 1; its `version` label tells dashboards which build answers.
+    _build: Family<BuildLabels, Gauge<u64, AtomicU64>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -43,8 +48,8 @@ impl Metrics {
         let pool_size = Gauge::default();
         let pool_idle = Gauge::default();
         let pool_max = Gauge::default();
-        let build = Gauge::<u64, AtomicU64>::default();
-        build.set(1);
+        let build = Family::<BuildLabels, Gauge<u64, AtomicU64>>::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
         registry.register("http_requests", "HTTP requests answered, by route and status", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -54,7 +59,7 @@ impl Metrics {
         registry.register("db_pool_connections", "Database connections currently open", pool_size.clone());
         registry.register("db_pool_idle_connections", "Database connections open and idle", pool_idle.clone());
         registry.register("db_pool_max_connections", "Configured pool ceiling", pool_max.clone());
-        registry.register("build_info", concat!("Ward build, version ", env!("CARGO_PKG_VERSION")), build.clone());
+        registry.register("build_info", "Ward build information", build.clone());
         Self { registry, requests, latency, pool_size, pool_idle, pool_max, _build: build }
     }
 

@@ -137,6 +137,7 @@ impl Accounts {
         };
         let user = User::try_from(&record)?;
         let token = SessionToken::generate();
+        let now = whole_millis(now);
         let session = SessionRecord {
             id: Uuid::now_v7(),
             token_hash: token.hash().0,
@@ -199,4 +200,10 @@ impl Accounts {
             .map_err(|e| AuthError::Hash(ward_crypto::PasswordError::Hash(e.to_string())))?
             .map_err(AuthError::from)
     }
+}
+
+/// Storage keeps milliseconds; answering with the same precision keeps login and
+/// `GET /v1/auth/session` consistent.
+fn whole_millis(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(t)
 }

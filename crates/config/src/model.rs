@@ -217,7 +217,7 @@ impl Config {
         }
     }
 
-    /// The configuration as TOML with every secret replaced by `"<redacted>"`.
+    /// The configuration as TOML with every secret replaced by `REDACTED`.
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         if let Some(url) = &shown.database.url {
@@ -232,7 +232,7 @@ pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
         Ok(mut url) if url.password().is_some() => {
             // Setting a password only fails for URLs that cannot have one, which have none.
-            let _ = url.set_password(Some("<redacted>"));
+            let _ = url.set_password(Some("REDACTED"));
             url.to_string()
         }
         Ok(_) => raw.to_string(),

@@ -9,7 +9,6 @@ use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier,
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -75,9 +74,7 @@ impl PasswordHasher {
 
 /// A random 24-character alphanumeric password (~142 bits), for `ward user add`.
 pub fn generate_password() -> String {
-    let pw: Zeroizing<String> =
-        Zeroizing::new(rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect());
-    pw.to_string()
+    rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect()
 }
 
 #[cfg(test)]

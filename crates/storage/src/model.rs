@@ -3,15 +3,15 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// One account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One account. `Debug` leaves out the password hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct UserRecord {
     pub id: Uuid,
     /// As the user typed it at creation.
     pub username: String,
     /// Lower-cased `username`, unique: usernames are unique case-insensitively.
     pub username_key: String,
-    /// argon2id PHC string; never logged (`Debug` of the domain type redacts it).
+    /// argon2id PHC string; never logged.
     pub password_hash: String,
     pub roles: Vec<String>,
     pub disabled: bool,
@@ -21,8 +21,9 @@ pub struct UserRecord {
     pub updated_at: OffsetDateTime,
 }
 
-/// One sign-in session. The bearer token itself is never stored, only its SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One sign-in session. The bearer token itself is never stored, only its SHA-256
+/// (which `Debug` leaves out too).
+#[derive(Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     pub id: Uuid,
     pub token_hash: String,
@@ -34,4 +35,68 @@ pub struct SessionRecord {
     pub revoked_at: Option<OffsetDateTime>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .field("roles", &self.roles)
+            .field("disabled", &self.disabled)
+            .field("failed_logins", &self.failed_logins)
+            .field("locked_until", &self.locked_until)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("id", &self.id)
+            .field("token_hash", &"<redacted>")
+            .field("user_id", &self.user_id)
+            .field("created_at", &self.created_at)
+            .field("idle_expires_at", &self.idle_expires_at)
+            .field("expires_at", &self.expires_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_hashes() {
+        let t = OffsetDateTime::UNIX_EPOCH;
+        let u = UserRecord {
+            id: Uuid::nil(),
+            username: "a".into(),
+            username_key: "a".into(),
+            password_hash: "$argon2id$SECRET".into(),
+            roles: vec![],
+            disabled: false,
+            failed_logins: 0,
+            locked_until: None,
+            created_at: t,
+            updated_at: t,
+        };
+        assert!(!format!("{u:?}").contains("SECRET"));
+        let s = SessionRecord {
+            id: Uuid::nil(),
+            token_hash: "TOKENHASH".into(),
+            user_id: Uuid::nil(),
+            created_at: t,
+            last_seen_at: t,
+            idle_expires_at: t,
+            expires_at: t,
+            revoked_at: None,
+            ip: None,
+            user_agent: None,
+        };
+        assert!(!format!("{s:?}").contains("TOKENHASH"));
+    }
 }

@@ -39,8 +39,8 @@ pub async fn run(
         return Err(Failure {
             code: 2,
             message: format!(
-                "--no-tls is refused on {}: plaintext is allowed only on a loopback address or with \
-                 `server.behind_tls_proxy = true` when a TLS-terminating proxy sits in front",
+                "--no-tls (server.tls = false) is refused on {}: plaintext is allowed only on a loopback \
+                 address or with `server.behind_tls_proxy = true` when a TLS-terminating proxy sits in front",
                 server.listen
             ),
         });

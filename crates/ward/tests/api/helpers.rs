@@ -60,6 +60,11 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Server::spawn_with(cmd, data_dir.to_path_buf())
+    }
+
+    /// Spawns a prepared `ward serve` command and waits for its listening line.
+    pub fn spawn_with(mut cmd: Command, data_dir: PathBuf) -> Server {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn ward serve");
         let stderr = child.stderr.take().expect("stderr");
@@ -81,7 +86,7 @@ impl Server {
                 panic!("ward did not start; stderr:\n{}", lines.lock().expect("lock").join("\n"));
             }
         };
-        Server { child, url, data_dir: data_dir.to_path_buf(), stderr: lines }
+        Server { child, url, data_dir, stderr: lines }
     }
 
     pub fn plain(data_dir: &Path) -> Server {

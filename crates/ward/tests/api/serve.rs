@@ -60,3 +60,18 @@ fn not_yet_available_commands_say_so() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("not yet available"));
     }
 }
+
+/// `ward serve` with no flags at all: embedded defaults, HTTPS on 127.0.0.1:8443, data
+/// in ./ward-data. (Fails if something else holds port 8443 on the test machine.)
+#[tokio::test]
+async fn no_flags_starts_on_embedded_defaults() {
+    let cwd = tempfile::tempdir().expect("tmp");
+    let mut cmd = ward();
+    cmd.arg("serve").current_dir(cwd.path());
+    let server = Server::spawn_with(cmd, cwd.path().join("ward-data"));
+    assert_eq!(server.url, "https://127.0.0.1:8443");
+    let res = server.client().get(server.at("/healthz")).send().await.expect("healthz");
+    assert_eq!(res.status(), 200);
+    assert!(cwd.path().join("ward-data/ward.db").exists(), "SQLite database in ./ward-data");
+    assert!(cwd.path().join("ward-data/tls/cert.pem").exists(), "self-signed certificate");
+}

@@ -66,7 +66,7 @@ fn no_tls_is_refused_off_loopback_unless_a_proxy_is_declared() {
     let out = run(cmd, None);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--no-tls is refused") && err.contains("behind_tls_proxy"), "{err}");
+    assert!(err.contains("--no-tls (server.tls = false) is refused") && err.contains("behind_tls_proxy"), "{err}");
 
     let server = Server::start(&dir.path, &["--no-tls"], &[("WARD_SERVER_BEHIND_TLS_PROXY", "true")]);
     assert!(server.url.starts_with("http://"));
