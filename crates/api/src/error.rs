@@ -103,10 +103,19 @@ impl From<AuthError> for ApiError {
                 Self::new(StatusCode::UNAUTHORIZED, "session_expired", "the session has ended")
             }
             AuthError::Store(s) => s.into(),
+            AuthError::Audit(a) => a.into(),
             AuthError::Hash(h) => {
                 tracing::error!(error = %h, "password hashing failed");
                 Self::internal()
             }
         }
+    }
+}
+
+impl From<ward_audit::AuditError> for ApiError {
+    /// Fail closed: no audit record, no action.
+    fn from(e: ward_audit::AuditError) -> Self {
+        tracing::error!(error = %e, "audit trail unavailable: refusing the request");
+        Self::unavailable("the audit trail cannot be written; the request was not carried out")
     }
 }

@@ -1,7 +1,7 @@
-//! Extractors: JSON bodies with contract-shaped rejections, the caller's identity, and
-//! the client's network details.
+//! Extractors: JSON bodies with contract-shaped rejections, the client's network details,
+//! and the caller's identity with its audit context.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
@@ -9,6 +9,8 @@ use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, USER_AGENT};
 use axum::http::request::Parts;
 use time::OffsetDateTime;
+use ward_audit::{Context, Via};
+use ward_auth::Authenticated;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -44,37 +46,70 @@ fn shape_error(serde_text: &str) -> String {
     }
 }
 
-/// The caller's verified session. A handler that takes this cannot run unauthenticated.
-pub struct Caller(pub ward_auth::Authenticated);
+/// Where a request came from: the peer address, or the forwarded one when the peer is a
+/// configured trusted proxy (`server.trusted_proxies`).
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    /// The audit context of an anonymous request.
+    pub fn context(&self) -> Context {
+        Context::anonymous(Via::Api, self.ip.clone(), self.user_agent.clone(), OffsetDateTime::now_utc())
+    }
+}
+
+impl FromRequestParts<AppState> for ClientInfo {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let trusted = &state.config.server.trusted_proxies;
+        let ip = match peer {
+            Some(p) if trusted.contains(&p) => forwarded_client(parts, trusted).or(Some(p)),
+            other => other,
+        };
+        let user_agent =
+            parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect());
+        Ok(ClientInfo { ip: ip.map(|i| i.to_string()), user_agent })
+    }
+}
+
+/// The right-most `X-Forwarded-For` address that is not itself a trusted proxy.
+fn forwarded_client(parts: &Parts, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let all: Vec<IpAddr> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    all.into_iter().rev().find(|ip| !trusted.contains(ip))
+}
+
+/// The caller's verified session and the audit context of this request. A handler that
+/// takes this cannot run unauthenticated.
+pub struct Caller {
+    pub who: Authenticated,
+    pub ctx: Context,
+}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let client = ClientInfo::from_request_parts(parts, state).await?;
         let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let token = header
             .strip_prefix("Bearer ")
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(ApiError::unauthenticated)?;
-        let who = state.accounts.authenticate(token, OffsetDateTime::now_utc()).await?;
-        Ok(Caller(who))
-    }
-}
-
-/// Where a request came from, for sessions and (later) audit records.
-pub struct ClientInfo {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        let user_agent =
-            parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect());
-        Ok(ClientInfo { ip, user_agent })
+        let anonymous = client.context();
+        let who = state.accounts.authenticate(&anonymous, token).await?;
+        let ctx = who.context(client.ip, client.user_agent, anonymous.now);
+        Ok(Caller { who, ctx })
     }
 }

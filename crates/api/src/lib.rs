@@ -26,6 +26,7 @@ pub mod tls;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use ward_audit::AuditLog;
 use ward_auth::Accounts;
 use ward_config::Config;
 use ward_storage::Store;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub accounts: Accounts,
+    /// The audit trail every handler records through.
+    pub audit: AuditLog,
     pub metrics: Arc<metrics::Metrics>,
     /// Cancelled when shutdown begins; long-lived connections (WebSockets) watch it and
     /// close with code 1001 (going away).

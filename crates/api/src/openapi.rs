@@ -12,7 +12,8 @@ use utoipa::{Modify, OpenApi};
         `{\"error\": {\"code\", \"message\", \"request_id\"}}`."),
     modifiers(&BearerAuth),
     tags((name = "operations", description = "Health, readiness, metrics"),
-         (name = "auth", description = "Sign-in and sessions"))
+         (name = "auth", description = "Sign-in and sessions"),
+         (name = "audit", description = "The audit trail, for auditors"))
 )]
 pub struct ApiDoc;
 

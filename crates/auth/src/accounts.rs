@@ -1,10 +1,15 @@
-//! Account administration, sign-in and session checks.
+//! Account administration, sign-in and session checks, each recorded in the audit trail.
+//!
+//! Every change commits in one transaction with its audit record; a refused or failed
+//! attempt is recorded on its own before the caller is answered. If the audit record
+//! cannot be written, the operation fails with [`AuthError::Audit`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
+use ward_audit::{AuditLog, Context, Outcome};
 use ward_crypto::{PasswordHasher, SessionToken};
 use ward_storage::{SessionRecord, Store, UserRecord};
 
@@ -32,54 +37,86 @@ pub struct Authenticated {
     pub session: SessionRecord,
 }
 
+impl Authenticated {
+    /// The audit context of a request made with this session.
+    pub fn context(&self, ip: Option<String>, user_agent: Option<String>, now: OffsetDateTime) -> Context {
+        let mut c = Context::anonymous(ward_audit::Via::Api, ip, user_agent, now);
+        c.user_id = Some(self.user.id.to_string());
+        c.username = Some(self.user.username.clone());
+        c.session_id = Some(self.session.id.to_string());
+        c
+    }
+
+    pub fn has_role(&self, role: Role) -> bool {
+        self.user.roles.contains(&role)
+    }
+}
+
 /// The identity service. Cheap to clone.
 #[derive(Clone)]
 pub struct Accounts {
     store: Arc<dyn Store>,
+    audit: AuditLog,
     hasher: PasswordHasher,
     policy: PasswordPolicy,
     limits: SessionLimits,
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, hasher: PasswordHasher, policy: PasswordPolicy, limits: SessionLimits) -> Self {
-        Self { store, hasher, policy, limits }
+    pub fn new(
+        store: Arc<dyn Store>,
+        audit: AuditLog,
+        hasher: PasswordHasher,
+        policy: PasswordPolicy,
+        limits: SessionLimits,
+    ) -> Self {
+        Self { store, audit, hasher, policy, limits }
     }
 
     /// Creates a user after checking the name, the roles and the password policy.
     pub async fn create_user(
         &self,
+        ctx: &Context,
         username: &str,
         password: &str,
         roles: &[String],
-        now: OffsetDateTime,
     ) -> Result<User, AuthError> {
-        let username = Username::parse(username)?;
-        let mut parsed = roles.iter().map(|r| r.parse()).collect::<Result<Vec<Role>, _>>()?;
-        parsed.sort();
-        parsed.dedup();
-        if parsed.is_empty() {
-            return Err(AuthError::NoRole);
-        }
-        self.policy.check(password, &username)?;
-        let hash = self.hash(password).await?;
-        let record = UserRecord {
-            id: Uuid::now_v7(),
-            username: username.as_str().to_string(),
-            username_key: username.key(),
-            password_hash: hash,
-            roles: parsed.iter().map(|r| r.as_str().to_string()).collect(),
-            disabled: false,
-            failed_logins: 0,
-            locked_until: None,
-            created_at: now,
-            updated_at: now,
+        let attempt = async {
+            let name = Username::parse(username)?;
+            let mut parsed = roles.iter().map(|r| r.parse()).collect::<Result<Vec<Role>, _>>()?;
+            parsed.sort();
+            parsed.dedup();
+            if parsed.is_empty() {
+                return Err(AuthError::NoRole);
+            }
+            self.policy.check(password, &name)?;
+            let hash = self.hash(password).await?;
+            let record = UserRecord {
+                id: Uuid::now_v7(),
+                username: name.as_str().to_string(),
+                username_key: name.key(),
+                password_hash: hash,
+                roles: parsed.iter().map(|r| r.as_str().to_string()).collect(),
+                disabled: false,
+                failed_logins: 0,
+                locked_until: None,
+                created_at: ctx.now,
+                updated_at: ctx.now,
+            };
+            let mut tx = self.store.begin().await?;
+            tx.insert_user(&record).await.map_err(|e| match e {
+                ward_storage::StoreError::Conflict(_) => AuthError::UsernameTaken,
+                other => other.into(),
+            })?;
+            let event = ctx
+                .event("user.create", Outcome::Success)
+                .resource(format!("user/{}", record.id))
+                .detail("roles", record.roles.clone());
+            self.audit.record(&mut *tx, &event).await?;
+            tx.commit().await?;
+            User::try_from(&record)
         };
-        self.store.insert_user(&record).await.map_err(|e| match e {
-            ward_storage::StoreError::Conflict(_) => AuthError::UsernameTaken,
-            other => other.into(),
-        })?;
-        User::try_from(&record)
+        self.audited_failure(ctx, "user.create", None, attempt.await).await
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>, AuthError> {
@@ -93,51 +130,76 @@ impl Accounts {
     }
 
     /// Disables a user and revokes every session at once.
-    pub async fn disable(&self, username: &str, now: OffsetDateTime) -> Result<User, AuthError> {
-        let user = self.find_by_username(username).await?;
-        self.store.set_user_disabled(user.id, true, now).await?;
-        Ok(User { disabled: true, ..user })
+    pub async fn disable(&self, ctx: &Context, username: &str) -> Result<User, AuthError> {
+        let attempt = async {
+            let user = self.find_by_username(username).await?;
+            let mut tx = self.store.begin().await?;
+            tx.set_user_disabled(user.id, true, ctx.now).await?;
+            let event = ctx.event("user.disable", Outcome::Success).resource(format!("user/{}", user.id));
+            self.audit.record(&mut *tx, &event).await?;
+            tx.commit().await?;
+            Ok(User { disabled: true, ..user })
+        };
+        self.audited_failure(ctx, "user.disable", None, attempt.await).await
     }
 
     /// Clears failed sign-in counters and locks.
-    pub async fn unlock(&self, username: &str, now: OffsetDateTime) -> Result<User, AuthError> {
-        let user = self.find_by_username(username).await?;
-        self.store.unlock_user(user.id, now).await?;
-        Ok(user)
+    pub async fn unlock(&self, ctx: &Context, username: &str) -> Result<User, AuthError> {
+        let attempt = async {
+            let user = self.find_by_username(username).await?;
+            let mut tx = self.store.begin().await?;
+            tx.unlock_user(user.id, ctx.now).await?;
+            let event = ctx.event("user.unlock", Outcome::Success).resource(format!("user/{}", user.id));
+            self.audit.record(&mut *tx, &event).await?;
+            tx.commit().await?;
+            Ok(user)
+        };
+        self.audited_failure(ctx, "user.unlock", None, attempt.await).await
     }
 
     /// Sets a new password (policy-checked) and revokes the user's sessions.
-    pub async fn reset_password(&self, username: &str, password: &str, now: OffsetDateTime) -> Result<User, AuthError> {
-        let user = self.find_by_username(username).await?;
-        self.policy.check(password, &Username::parse(&user.username)?)?;
-        let hash = self.hash(password).await?;
-        self.store.set_password_hash(user.id, &hash, now).await?;
-        Ok(user)
+    pub async fn reset_password(&self, ctx: &Context, username: &str, password: &str) -> Result<User, AuthError> {
+        let attempt = async {
+            let user = self.find_by_username(username).await?;
+            self.policy.check(password, &Username::parse(&user.username)?)?;
+            let hash = self.hash(password).await?;
+            let mut tx = self.store.begin().await?;
+            tx.set_password_hash(user.id, &hash, ctx.now).await?;
+            let event = ctx.event("user.password_reset", Outcome::Success).resource(format!("user/{}", user.id));
+            self.audit.record(&mut *tx, &event).await?;
+            tx.commit().await?;
+            Ok(user)
+        };
+        self.audited_failure(ctx, "user.password_reset", None, attempt.await).await
     }
 
     /// Verifies a password and opens a session. Unknown users, wrong passwords and
     /// disabled accounts all answer [`AuthError::InvalidCredentials`], after the same
-    /// argon2 work.
-    pub async fn login(
-        &self,
-        username: &str,
-        password: &str,
-        ip: Option<String>,
-        user_agent: Option<String>,
-        now: OffsetDateTime,
-    ) -> Result<LoginSuccess, AuthError> {
+    /// argon2 work; the audit record keeps the real reason.
+    pub async fn login(&self, ctx: &Context, username: &str, password: &str) -> Result<LoginSuccess, AuthError> {
         let record = match Username::parse(username) {
             Ok(name) => self.store.user_by_username_key(&name.key()).await?,
             Err(_) => None,
         };
         let verified = self.verify(password, record.as_ref().map(|r| r.password_hash.clone())).await?;
-        let record = match record {
-            Some(r) if verified && !r.disabled => r,
-            _ => return Err(AuthError::InvalidCredentials),
+        let refusal = match &record {
+            None => Some("unknown_user"),
+            Some(_) if !verified => Some("bad_password"),
+            Some(r) if r.disabled => Some("disabled"),
+            Some(_) => None,
         };
+        if let Some(reason) = refusal {
+            let mut event = ctx.event("auth.login", Outcome::Failure).claimed_username(username).reason(reason);
+            if let Some(r) = &record {
+                event.actor.user_id = Some(r.id.to_string());
+            }
+            self.audit.record_alone(&event).await?;
+            return Err(AuthError::InvalidCredentials);
+        }
+        let record = record.ok_or(AuthError::InvalidCredentials)?;
         let user = User::try_from(&record)?;
         let token = SessionToken::generate();
-        let now = whole_millis(now);
+        let now = whole_millis(ctx.now);
         let session = SessionRecord {
             id: Uuid::now_v7(),
             token_hash: token.hash().0,
@@ -147,22 +209,52 @@ impl Accounts {
             idle_expires_at: now + self.limits.idle,
             expires_at: now + self.limits.absolute,
             revoked_at: None,
-            ip,
-            user_agent,
+            ip: ctx.ip.clone(),
+            user_agent: ctx.user_agent.clone(),
         };
-        self.store.insert_session(&session).await?;
+        let mut tx = self.store.begin().await?;
+        tx.insert_session(&session).await?;
+        let event = ctx
+            .event("auth.login", Outcome::Success)
+            .user(user.id, user.username.clone())
+            .session(session.id)
+            .resource(format!("session/{}", session.id));
+        self.audit.record(&mut *tx, &event).await?;
+        tx.commit().await?;
         Ok(LoginSuccess { token, session, user })
     }
 
     /// Resolves a bearer token to its live session, enforcing idle and absolute limits,
-    /// and records the activity.
-    pub async fn authenticate(&self, token: &str, now: OffsetDateTime) -> Result<Authenticated, AuthError> {
+    /// and records the activity. A session found past a limit is ended and its expiry
+    /// recorded (once: it is revoked in the same transaction).
+    pub async fn authenticate(&self, ctx: &Context, token: &str) -> Result<Authenticated, AuthError> {
+        let now = ctx.now;
         let hash = SessionToken::from_client(token).hash();
         let session = self.store.session_by_token_hash(&hash.0).await?.ok_or(AuthError::Unauthenticated)?;
-        if session.revoked_at.is_some() || now >= session.expires_at || now >= session.idle_expires_at {
+        if session.revoked_at.is_some() {
             return Err(AuthError::SessionExpired);
         }
         let record = self.store.user_by_id(session.user_id).await?.ok_or(AuthError::Unauthenticated)?;
+        let expired = if now >= session.expires_at {
+            Some("absolute_timeout")
+        } else if now >= session.idle_expires_at {
+            Some("idle_timeout")
+        } else {
+            None
+        };
+        if let Some(reason) = expired {
+            let mut tx = self.store.begin().await?;
+            tx.revoke_session(session.id, now).await?;
+            let event = Context::system(now)
+                .event("session.expired", Outcome::Success)
+                .user(record.id, record.username.clone())
+                .session(session.id)
+                .resource(format!("session/{}", session.id))
+                .reason(reason);
+            self.audit.record(&mut *tx, &event).await?;
+            tx.commit().await?;
+            return Err(AuthError::SessionExpired);
+        }
         if record.disabled {
             return Err(AuthError::SessionExpired);
         }
@@ -172,14 +264,38 @@ impl Accounts {
         Ok(Authenticated { user: User::try_from(&record)?, session })
     }
 
-    /// Ends a session at once.
-    pub async fn logout(&self, session_id: Uuid, now: OffsetDateTime) -> Result<(), AuthError> {
-        self.store.revoke_session(session_id, now).await?;
+    /// Ends the caller's session at once.
+    pub async fn logout(&self, ctx: &Context, who: &Authenticated) -> Result<(), AuthError> {
+        let mut tx = self.store.begin().await?;
+        tx.revoke_session(who.session.id, ctx.now).await?;
+        let event = ctx.event("auth.logout", Outcome::Success).resource(format!("session/{}", who.session.id));
+        self.audit.record(&mut *tx, &event).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     pub fn limits(&self) -> SessionLimits {
         self.limits
+    }
+
+    /// Records a refused administrative attempt (its reason code, never its input) and
+    /// passes the result on. Infrastructure failures are not attempts and are not recorded.
+    async fn audited_failure<T>(
+        &self,
+        ctx: &Context,
+        action: &str,
+        resource: Option<String>,
+        result: Result<T, AuthError>,
+    ) -> Result<T, AuthError> {
+        match result {
+            Err(e) if e.reason() != "internal" => {
+                let mut event = ctx.event(action, Outcome::Failure).reason(e.reason());
+                event.resource = resource;
+                self.audit.record_alone(&event).await?;
+                Err(e)
+            }
+            other => other,
+        }
     }
 
     /// argon2 is CPU-bound for tens of milliseconds: keep it off the async workers.

@@ -29,7 +29,28 @@ pub enum AuthError {
     SessionExpired,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The audit record could not be written, so the operation did not happen.
+    #[error(transparent)]
+    Audit(#[from] ward_audit::AuditError),
     /// Hashing failed or a stored hash is corrupt.
     #[error("password hashing: {0}")]
     Hash(#[from] ward_crypto::PasswordError),
+}
+
+impl AuthError {
+    /// A stable reason code for audit records (never user input).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::InvalidUsername(_) => "invalid_username",
+            AuthError::WeakPassword(_) => "weak_password",
+            AuthError::UnknownRole(_) => "unknown_role",
+            AuthError::NoRole => "no_role",
+            AuthError::UsernameTaken => "username_taken",
+            AuthError::UserNotFound => "user_not_found",
+            AuthError::InvalidCredentials => "invalid_credentials",
+            AuthError::Unauthenticated => "unauthenticated",
+            AuthError::SessionExpired => "session_expired",
+            AuthError::Store(_) | AuthError::Audit(_) | AuthError::Hash(_) => "internal",
+        }
+    }
 }

@@ -1,13 +1,22 @@
-//! Automatic logoff with time as an input: no sleeping.
+//! Automatic logoff with time as an input (no sleeping), and what sign-in records.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use ward_audit::{AuditLog, AuditSettings, Context, Via};
 use ward_auth::{Accounts, AuthError, PasswordPolicy, SessionLimits};
 use ward_crypto::PasswordHasher;
-use ward_storage::{ConnectOptions, Target};
+use ward_storage::{AuditFilter, ConnectOptions, Store, Target};
 
-async fn accounts(dir: &tempfile::TempDir) -> Accounts {
+struct Env {
+    accounts: Accounts,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().expect("tmp");
     let store = ward_storage::open(&ConnectOptions {
         target: Target::Sqlite(dir.path().join("ward.db")),
         max_connections: 2,
@@ -15,63 +24,104 @@ async fn accounts(dir: &tempfile::TempDir) -> Accounts {
     })
     .await
     .expect("open");
+    let audit = AuditLog::open(
+        store.clone(),
+        AuditSettings {
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            key_file: dir.path().join("audit/signing.key"),
+            checkpoint_file: dir.path().join("audit/checkpoints.jsonl"),
+        },
+    )
+    .await
+    .expect("audit");
     let limits = SessionLimits { idle: Duration::from_secs(900), absolute: Duration::from_secs(43_200) };
-    Accounts::new(store, PasswordHasher::new(1024, 1, 1).expect("params"), PasswordPolicy::new(12), limits)
+    let hasher = PasswordHasher::new(1024, 1, 1).expect("params");
+    Env { accounts: Accounts::new(store.clone(), audit, hasher, PasswordPolicy::new(12), limits), store, _dir: dir }
 }
 
 fn t0() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time")
 }
 
+fn at(t: OffsetDateTime) -> Context {
+    Context::anonymous(Via::Api, Some("192.0.2.1".into()), Some("test-agent".into()), t)
+}
+
 #[tokio::test]
 async fn idle_limit_ends_a_session_and_activity_extends_it() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let a = accounts(&dir).await;
-    a.create_user("idle.user", "long enough password", &["staff".into()], t0()).await.expect("user");
-    let ok = a.login("idle.user", "long enough password", None, None, t0()).await.expect("login");
+    let e = env().await;
+    let a = &e.accounts;
+    a.create_user(&Context::cli(None, t0()), "idle.user", "long enough password", &["staff".into()])
+        .await
+        .expect("user");
+    let ok = a.login(&at(t0()), "idle.user", "long enough password").await.expect("login");
     let token = ok.token.expose().to_string();
 
     // Used at 14 minutes: still alive, and the idle deadline moves.
-    let at = t0() + Duration::from_secs(14 * 60);
-    let who = a.authenticate(&token, at).await.expect("alive");
-    assert_eq!(who.session.idle_expires_at, at + Duration::from_secs(900));
+    let t = t0() + Duration::from_secs(14 * 60);
+    let who = a.authenticate(&at(t), &token).await.expect("alive");
+    assert_eq!(who.session.idle_expires_at, t + Duration::from_secs(900));
     // 14 more minutes: alive thanks to the activity.
-    a.authenticate(&token, at + Duration::from_secs(14 * 60)).await.expect("extended");
-    // 15 idle minutes after that: gone, and it stays gone.
-    let late = at + Duration::from_secs(14 * 60 + 900);
-    assert!(matches!(a.authenticate(&token, late).await, Err(AuthError::SessionExpired)));
+    a.authenticate(&at(t + Duration::from_secs(14 * 60)), &token).await.expect("extended");
+    // 15 idle minutes after that: gone, recorded once, and it stays gone.
+    let late = t + Duration::from_secs(14 * 60 + 900);
+    assert!(matches!(a.authenticate(&at(late), &token).await, Err(AuthError::SessionExpired)));
+    assert!(matches!(a.authenticate(&at(late), &token).await, Err(AuthError::SessionExpired)));
+    let expired = e
+        .store
+        .audit_search(&AuditFilter { action: Some("session.expired".into()), ..Default::default() }, 10)
+        .await
+        .expect("search");
+    assert_eq!(expired.len(), 1, "expiry recorded exactly once");
+    assert_eq!(expired[0].reason.as_deref(), Some("idle_timeout"));
 }
 
 #[tokio::test]
 async fn absolute_limit_ends_even_an_active_session() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let a = accounts(&dir).await;
-    a.create_user("busy.user", "long enough password", &["clinician".into()], t0()).await.expect("user");
-    let ok = a.login("busy.user", "long enough password", None, None, t0()).await.expect("login");
+    let e = env().await;
+    let a = &e.accounts;
+    a.create_user(&Context::cli(None, t0()), "busy.user", "long enough password", &["clinician".into()])
+        .await
+        .expect("user");
+    let ok = a.login(&at(t0()), "busy.user", "long enough password").await.expect("login");
     let token = ok.token.expose().to_string();
     let mut now = t0();
     // Active every 10 minutes for 12 hours.
     while now < t0() + Duration::from_secs(43_200 - 600) {
         now += Duration::from_secs(600);
-        let who = a.authenticate(&token, now).await.expect("alive while active");
+        let who = a.authenticate(&at(now), &token).await.expect("alive while active");
         assert!(who.session.idle_expires_at <= who.session.expires_at, "idle never outlives absolute");
     }
     let end = t0() + Duration::from_secs(43_200);
-    assert!(matches!(a.authenticate(&token, end).await, Err(AuthError::SessionExpired)));
+    assert!(matches!(a.authenticate(&at(end), &token).await, Err(AuthError::SessionExpired)));
 }
 
 #[tokio::test]
-async fn unknown_user_wrong_password_and_disabled_answer_alike() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let a = accounts(&dir).await;
-    a.create_user("same.answer", "long enough password", &["patient".into()], t0()).await.expect("user");
-    let wrong = a.login("same.answer", "not the password!", None, None, t0()).await;
-    let unknown = a.login("nobody.here", "long enough password", None, None, t0()).await;
-    a.disable("same.answer", t0()).await.expect("disable");
-    let disabled = a.login("same.answer", "long enough password", None, None, t0()).await;
+async fn failures_answer_alike_but_are_recorded_with_their_reason_and_without_the_password() {
+    let e = env().await;
+    let a = &e.accounts;
+    a.create_user(&Context::cli(None, t0()), "same.answer", "long enough password", &["patient".into()])
+        .await
+        .expect("user");
+    let wrong = a.login(&at(t0()), "same.answer", "Secret-Marker-91").await;
+    let unknown = a.login(&at(t0()), "nobody.here", "Secret-Marker-92").await;
+    a.disable(&Context::cli(None, t0()), "same.answer").await.expect("disable");
+    let disabled = a.login(&at(t0()), "same.answer", "long enough password").await;
     for r in [wrong, unknown, disabled] {
         assert!(matches!(r, Err(AuthError::InvalidCredentials)), "{r:?}");
     }
-    let garbage = a.authenticate("not-a-token", t0()).await;
+    let logins = e
+        .store
+        .audit_search(&AuditFilter { action: Some("auth.login".into()), ..Default::default() }, 10)
+        .await
+        .expect("search");
+    let reasons: Vec<_> = logins.iter().map(|r| r.reason.clone().unwrap_or_default()).collect();
+    assert_eq!(reasons, ["bad_password", "unknown_user", "disabled"]);
+    assert!(logins.iter().all(|r| r.ip.as_deref() == Some("192.0.2.1") && r.outcome == "failure"));
+    let everything = e.store.audit_after(0, 1000).await.expect("all");
+    let text = format!("{everything:?}");
+    assert!(!text.contains("Secret-Marker") && !text.contains("long enough password"), "no password in audit");
+    let garbage = a.authenticate(&at(t0()), "not-a-token").await;
     assert!(matches!(garbage, Err(AuthError::Unauthenticated)));
 }

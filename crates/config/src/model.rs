@@ -17,7 +17,7 @@ pub struct Config {
     pub session: SessionConfig,
     pub auth: AuthConfig,
     pub keys: EmptySection,
-    pub audit: EmptySection,
+    pub audit: AuditConfig,
     pub cluster: EmptySection,
     pub files: EmptySection,
     pub messaging: EmptySection,
@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     /// Declares that a TLS-terminating proxy forwards to this listener.
     pub behind_tls_proxy: bool,
+    /// Peers whose `X-Forwarded-For` is believed for the client address in audit records;
+    /// from anyone else the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Largest accepted request body in bytes (413 beyond).
     pub max_body_bytes: u64,
     /// Longest time one request may take before it is answered 503.
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             behind_tls_proxy: false,
+            trusted_proxies: Vec::new(),
             max_body_bytes: 1024 * 1024,
             request_timeout_s: 30,
             shutdown_grace_s: 30,
@@ -141,6 +145,43 @@ impl Default for AuthConfig {
     }
 }
 
+/// `[audit]`: the tamper-evident audit trail (HIPAA 164.312(b)).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Sign a checkpoint of the chain head after this many new records...
+    pub checkpoint_every_records: u64,
+    /// ...or after this many seconds, whichever comes first (at most 60).
+    pub checkpoint_interval_s: u64,
+    /// Ed25519 checkpoint signing key; default `<data_dir>/audit/signing.key`. Nodes that
+    /// share a PostgreSQL database must share this key file.
+    pub signing_key_file: Option<PathBuf>,
+    /// Append-only checkpoint file outside the database; default
+    /// `<data_dir>/audit/checkpoints.jsonl`.
+    pub checkpoint_file: Option<PathBuf>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_every_records: 1000,
+            checkpoint_interval_s: 60,
+            signing_key_file: None,
+            checkpoint_file: None,
+        }
+    }
+}
+
+impl AuditConfig {
+    pub fn key_file(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.signing_key_file.clone().unwrap_or_else(|| data_dir.join("audit/signing.key"))
+    }
+
+    pub fn checkpoint_path(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.checkpoint_file.clone().unwrap_or_else(|| data_dir.join("audit/checkpoints.jsonl"))
+    }
+}
+
 /// Where the database lives, derived from `[database] url` and the data dir.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseLocation {
@@ -182,6 +223,8 @@ impl Config {
         if se.idle_timeout_s > se.absolute_timeout_s {
             return Err(ConfigError::invalid("session.idle_timeout_s", "must not exceed session.absolute_timeout_s"));
         }
+        in_range("audit.checkpoint_every_records", self.audit.checkpoint_every_records, 1, 1_000_000)?;
+        in_range("audit.checkpoint_interval_s", self.audit.checkpoint_interval_s, 1, 60)?;
         in_range("auth.password_min_length", self.auth.password_min_length as u64, 8, 128)?;
         Ok(())
     }

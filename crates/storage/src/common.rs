@@ -1,34 +1,24 @@
 //! The queries both engines run verbatim.
 //!
 //! SQLite and PostgreSQL accept the same `$N` placeholders and the same SQL for these
-//! statements, so one macro stamps the identical trait bodies onto each engine's store
-//! (the only difference being the pool type). Engine-specific work (connecting,
-//! migrating, locking) lives in `sqlite.rs` and `postgres.rs`.
+//! statements, so one macro stamps the identical trait bodies onto each engine (the
+//! differences being the pool and transaction types and how the audit head is locked).
+//! Engine-specific work (connecting, migrating, beginning transactions) lives in
+//! `sqlite.rs` and `postgres.rs`.
 
 macro_rules! impl_common_stores {
-    ($store:ty) => {
+    ($store:ty, $tx:ident, $db:ty, $head_lock:expr) => {
+        /// A write transaction on this engine.
+        pub struct $tx {
+            tx: sqlx::Transaction<'static, $db>,
+        }
+
+        fn fetch_rows<T: TryInto<R, Error = $crate::StoreError>, R>(rows: Vec<T>) -> $crate::Result<Vec<R>> {
+            rows.into_iter().map(TryInto::try_into).collect()
+        }
+
         #[async_trait::async_trait]
         impl $crate::UserStore for $store {
-            async fn insert_user(&self, u: &$crate::UserRecord) -> $crate::Result<()> {
-                let res = sqlx::query($crate::rows::sql::INSERT_USER)
-                    .bind(u.id.to_string())
-                    .bind(&u.username)
-                    .bind(&u.username_key)
-                    .bind(&u.password_hash)
-                    .bind($crate::rows::roles_json(&u.roles))
-                    .bind(u.disabled)
-                    .bind(u.failed_logins)
-                    .bind(u.locked_until.map($crate::rows::millis))
-                    .bind($crate::rows::millis(u.created_at))
-                    .bind($crate::rows::millis(u.updated_at))
-                    .execute(&self.pool)
-                    .await;
-                match res.map_err($crate::StoreError::from) {
-                    Err($crate::StoreError::Conflict(_)) => Err($crate::StoreError::Conflict("username")),
-                    other => other.map(|_| ()),
-                }
-            }
-
             async fn user_by_id(&self, id: uuid::Uuid) -> $crate::Result<Option<$crate::UserRecord>> {
                 sqlx::query_as::<_, $crate::rows::UserRow>($crate::rows::sql::USER_BY_ID)
                     .bind(id.to_string())
@@ -48,94 +38,16 @@ macro_rules! impl_common_stores {
             }
 
             async fn list_users(&self) -> $crate::Result<Vec<$crate::UserRecord>> {
-                sqlx::query_as::<_, $crate::rows::UserRow>($crate::rows::sql::LIST_USERS)
-                    .fetch_all(&self.pool)
-                    .await?
-                    .into_iter()
-                    .map(TryInto::try_into)
-                    .collect()
-            }
-
-            async fn set_user_disabled(
-                &self,
-                id: uuid::Uuid,
-                disabled: bool,
-                now: time::OffsetDateTime,
-            ) -> $crate::Result<bool> {
-                let now = $crate::rows::millis(now);
-                let mut tx = self.pool.begin().await?;
-                let changed = sqlx::query($crate::rows::sql::SET_DISABLED)
-                    .bind(id.to_string())
-                    .bind(disabled)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if disabled {
-                    sqlx::query($crate::rows::sql::REVOKE_USER_SESSIONS)
-                        .bind(id.to_string())
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(changed == 1)
-            }
-
-            async fn set_password_hash(
-                &self,
-                id: uuid::Uuid,
-                hash: &str,
-                now: time::OffsetDateTime,
-            ) -> $crate::Result<bool> {
-                let now = $crate::rows::millis(now);
-                let mut tx = self.pool.begin().await?;
-                let changed = sqlx::query($crate::rows::sql::SET_PASSWORD)
-                    .bind(id.to_string())
-                    .bind(hash)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                sqlx::query($crate::rows::sql::REVOKE_USER_SESSIONS)
-                    .bind(id.to_string())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(changed == 1)
-            }
-
-            async fn unlock_user(&self, id: uuid::Uuid, now: time::OffsetDateTime) -> $crate::Result<bool> {
-                let changed = sqlx::query($crate::rows::sql::UNLOCK)
-                    .bind(id.to_string())
-                    .bind($crate::rows::millis(now))
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
-                Ok(changed == 1)
+                fetch_rows(
+                    sqlx::query_as::<_, $crate::rows::UserRow>($crate::rows::sql::LIST_USERS)
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
             }
         }
 
         #[async_trait::async_trait]
         impl $crate::SessionStore for $store {
-            async fn insert_session(&self, s: &$crate::SessionRecord) -> $crate::Result<()> {
-                sqlx::query($crate::rows::sql::INSERT_SESSION)
-                    .bind(s.id.to_string())
-                    .bind(&s.token_hash)
-                    .bind(s.user_id.to_string())
-                    .bind($crate::rows::millis(s.created_at))
-                    .bind($crate::rows::millis(s.last_seen_at))
-                    .bind($crate::rows::millis(s.idle_expires_at))
-                    .bind($crate::rows::millis(s.expires_at))
-                    .bind(s.revoked_at.map($crate::rows::millis))
-                    .bind(&s.ip)
-                    .bind(&s.user_agent)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
             async fn session_by_token_hash(&self, hash: &str) -> $crate::Result<Option<$crate::SessionRecord>> {
                 sqlx::query_as::<_, $crate::rows::SessionRow>($crate::rows::sql::SESSION_BY_HASH)
                     .bind(hash)
@@ -159,15 +71,201 @@ macro_rules! impl_common_stores {
                     .await?;
                 Ok(())
             }
+        }
 
-            async fn revoke_session(&self, id: uuid::Uuid, now: time::OffsetDateTime) -> $crate::Result<bool> {
-                let changed = sqlx::query($crate::rows::sql::REVOKE_SESSION)
+        #[async_trait::async_trait]
+        impl $crate::AuditStore for $store {
+            async fn audit_after(&self, after_seq: i64, limit: i64) -> $crate::Result<Vec<$crate::AuditRow>> {
+                Ok(sqlx::query_as::<_, $crate::AuditRow>($crate::rows::sql::AUDIT_AFTER)
+                    .bind(after_seq)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn audit_search(&self, f: &$crate::AuditFilter, limit: i64) -> $crate::Result<Vec<$crate::AuditRow>> {
+                let (exact, like) = $crate::rows::action_filter(f.action.as_deref());
+                Ok(sqlx::query_as::<_, $crate::AuditRow>($crate::rows::sql::AUDIT_SEARCH)
+                    .bind(f.actor.clone())
+                    .bind(exact)
+                    .bind(like)
+                    .bind(f.outcome.clone())
+                    .bind(f.since_us)
+                    .bind(f.until_us)
+                    .bind(f.after_seq.unwrap_or(0))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn audit_head(&self) -> $crate::Result<(i64, String)> {
+                Ok(sqlx::query_as::<_, (i64, String)>($crate::rows::sql::AUDIT_HEAD).fetch_one(&self.pool).await?)
+            }
+
+            async fn insert_checkpoint(&self, c: &$crate::CheckpointRow) -> $crate::Result<()> {
+                sqlx::query($crate::rows::sql::CHECKPOINT_INSERT)
+                    .bind(c.seq)
+                    .bind(&c.head_hash)
+                    .bind(c.time_us)
+                    .bind(&c.key_id)
+                    .bind(&c.signature)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn checkpoints(&self) -> $crate::Result<Vec<$crate::CheckpointRow>> {
+                Ok(sqlx::query_as::<_, $crate::CheckpointRow>($crate::rows::sql::CHECKPOINTS)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::StoreTx for $tx {
+            async fn insert_user(&mut self, u: &$crate::UserRecord) -> $crate::Result<()> {
+                let res = sqlx::query($crate::rows::sql::INSERT_USER)
+                    .bind(u.id.to_string())
+                    .bind(&u.username)
+                    .bind(&u.username_key)
+                    .bind(&u.password_hash)
+                    .bind($crate::rows::roles_json(&u.roles))
+                    .bind(u.disabled)
+                    .bind(u.failed_logins)
+                    .bind(u.locked_until.map($crate::rows::millis))
+                    .bind($crate::rows::millis(u.created_at))
+                    .bind($crate::rows::millis(u.updated_at))
+                    .execute(&mut *self.tx)
+                    .await;
+                match res.map_err($crate::StoreError::from) {
+                    Err($crate::StoreError::Conflict(_)) => Err($crate::StoreError::Conflict("username")),
+                    other => other.map(|_| ()),
+                }
+            }
+
+            async fn set_user_disabled(
+                &mut self,
+                id: uuid::Uuid,
+                disabled: bool,
+                now: time::OffsetDateTime,
+            ) -> $crate::Result<bool> {
+                let now = $crate::rows::millis(now);
+                let changed = sqlx::query($crate::rows::sql::SET_DISABLED)
+                    .bind(id.to_string())
+                    .bind(disabled)
+                    .bind(now)
+                    .execute(&mut *self.tx)
+                    .await?
+                    .rows_affected();
+                if disabled {
+                    sqlx::query($crate::rows::sql::REVOKE_USER_SESSIONS)
+                        .bind(id.to_string())
+                        .bind(now)
+                        .execute(&mut *self.tx)
+                        .await?;
+                }
+                Ok(changed == 1)
+            }
+
+            async fn set_password_hash(
+                &mut self,
+                id: uuid::Uuid,
+                hash: &str,
+                now: time::OffsetDateTime,
+            ) -> $crate::Result<bool> {
+                let now = $crate::rows::millis(now);
+                let changed = sqlx::query($crate::rows::sql::SET_PASSWORD)
+                    .bind(id.to_string())
+                    .bind(hash)
+                    .bind(now)
+                    .execute(&mut *self.tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query($crate::rows::sql::REVOKE_USER_SESSIONS)
+                    .bind(id.to_string())
+                    .bind(now)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(changed == 1)
+            }
+
+            async fn unlock_user(&mut self, id: uuid::Uuid, now: time::OffsetDateTime) -> $crate::Result<bool> {
+                let changed = sqlx::query($crate::rows::sql::UNLOCK)
                     .bind(id.to_string())
                     .bind($crate::rows::millis(now))
-                    .execute(&self.pool)
+                    .execute(&mut *self.tx)
                     .await?
                     .rows_affected();
                 Ok(changed == 1)
+            }
+
+            async fn insert_session(&mut self, s: &$crate::SessionRecord) -> $crate::Result<()> {
+                sqlx::query($crate::rows::sql::INSERT_SESSION)
+                    .bind(s.id.to_string())
+                    .bind(&s.token_hash)
+                    .bind(s.user_id.to_string())
+                    .bind($crate::rows::millis(s.created_at))
+                    .bind($crate::rows::millis(s.last_seen_at))
+                    .bind($crate::rows::millis(s.idle_expires_at))
+                    .bind($crate::rows::millis(s.expires_at))
+                    .bind(s.revoked_at.map($crate::rows::millis))
+                    .bind(&s.ip)
+                    .bind(&s.user_agent)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn revoke_session(&mut self, id: uuid::Uuid, now: time::OffsetDateTime) -> $crate::Result<bool> {
+                let changed = sqlx::query($crate::rows::sql::REVOKE_SESSION)
+                    .bind(id.to_string())
+                    .bind($crate::rows::millis(now))
+                    .execute(&mut *self.tx)
+                    .await?
+                    .rows_affected();
+                Ok(changed == 1)
+            }
+
+            async fn append_audit(&mut self, seal: $crate::Sealer<'_>) -> $crate::Result<$crate::AuditRow> {
+                let (seq, prev): (i64, String) = sqlx::query_as($head_lock).fetch_one(&mut *self.tx).await?;
+                let row = seal(seq + 1, &prev);
+                if row.seq != seq + 1 || row.prev_hash != prev {
+                    return Err($crate::StoreError::Corrupt("sealer ignored the chain position".into()));
+                }
+                sqlx::query($crate::rows::sql::AUDIT_INSERT)
+                    .bind(row.seq)
+                    .bind(&row.id)
+                    .bind(row.time_us)
+                    .bind(&row.actor_user_id)
+                    .bind(&row.actor_username)
+                    .bind(&row.actor_session_id)
+                    .bind(&row.via)
+                    .bind(&row.action)
+                    .bind(&row.resource)
+                    .bind(&row.outcome)
+                    .bind(&row.ip)
+                    .bind(&row.user_agent)
+                    .bind(row.mfa)
+                    .bind(&row.reason)
+                    .bind(&row.details)
+                    .bind(&row.prev_hash)
+                    .bind(&row.hash)
+                    .execute(&mut *self.tx)
+                    .await?;
+                sqlx::query($crate::rows::sql::AUDIT_HEAD_ADVANCE)
+                    .bind(row.seq)
+                    .bind(&row.hash)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(row)
+            }
+
+            async fn commit(self: Box<Self>) -> $crate::Result<()> {
+                Ok(self.tx.commit().await?)
+            }
+
+            async fn rollback(self: Box<Self>) -> $crate::Result<()> {
+                Ok(self.tx.rollback().await?)
             }
         }
     };

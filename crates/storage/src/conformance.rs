@@ -9,7 +9,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{SessionRecord, Store, StoreError, UserRecord};
+use crate::{AuditFilter, AuditRow, CheckpointRow, SessionRecord, Store, StoreError, UserRecord};
 
 fn now() -> OffsetDateTime {
     // Whole milliseconds: the storage resolution.
@@ -49,6 +49,18 @@ fn session(user_id: Uuid, hash: &str) -> SessionRecord {
     }
 }
 
+async fn insert_user(store: &dyn Store, u: &UserRecord) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    tx.insert_user(u).await?;
+    tx.commit().await
+}
+
+async fn insert_session(store: &dyn Store, s: &SessionRecord) {
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_session(s).await.expect("insert session");
+    tx.commit().await.expect("commit");
+}
+
 /// Runs every check against `store`, which must be freshly migrated and empty.
 pub async fn run_all(store: Arc<dyn Store>) {
     store.ping().await.expect("ping");
@@ -57,13 +69,15 @@ pub async fn run_all(store: Arc<dyn Store>) {
     disabling_revokes_sessions(&*store).await;
     password_change_revokes_sessions(&*store).await;
     sessions_round_trip(&*store).await;
+    rollback_discards_changes_and_audit(&*store).await;
+    audit_chain_appends_in_order(&*store).await;
     let stats = store.pool_stats();
     assert!(stats.max >= 1 && stats.size <= stats.max, "pool stats are coherent: {stats:?}");
 }
 
 async fn users_round_trip(store: &dyn Store) {
     let u = user("Alice");
-    store.insert_user(&u).await.expect("insert");
+    insert_user(store, &u).await.expect("insert");
     assert_eq!(store.user_by_id(u.id).await.expect("by id"), Some(u.clone()), "user reads back equal");
     assert_eq!(store.user_by_username_key("alice").await.expect("by key"), Some(u.clone()));
     assert_eq!(store.user_by_id(Uuid::now_v7()).await.expect("missing"), None);
@@ -72,45 +86,140 @@ async fn users_round_trip(store: &dyn Store) {
 }
 
 async fn usernames_are_unique_ignoring_case(store: &dyn Store) {
-    store.insert_user(&user("Bob")).await.expect("insert");
-    let dup = store.insert_user(&user("bob")).await;
+    insert_user(store, &user("Bob")).await.expect("insert");
+    let dup = insert_user(store, &user("bob")).await;
     assert!(matches!(dup, Err(StoreError::Conflict("username"))), "case-insensitive duplicate refused: {dup:?}");
 }
 
 async fn disabling_revokes_sessions(store: &dyn Store) {
     let u = user("carol");
-    store.insert_user(&u).await.expect("insert");
-    store.insert_session(&session(u.id, "hash-carol")).await.expect("session");
-    assert!(store.set_user_disabled(u.id, true, now()).await.expect("disable"));
+    insert_user(store, &u).await.expect("insert");
+    insert_session(store, &session(u.id, "hash-carol")).await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.set_user_disabled(u.id, true, now()).await.expect("disable"));
+    assert!(!tx.set_user_disabled(Uuid::now_v7(), true, now()).await.expect("missing"), "unknown user");
+    tx.commit().await.expect("commit");
     let s = store.session_by_token_hash("hash-carol").await.expect("get").expect("exists");
     assert!(s.revoked_at.is_some(), "disable revokes sessions");
     assert!(store.user_by_id(u.id).await.expect("get").expect("exists").disabled);
-    assert!(!store.set_user_disabled(Uuid::now_v7(), true, now()).await.expect("missing"), "unknown user");
 }
 
 async fn password_change_revokes_sessions(store: &dyn Store) {
     let u = user("dave");
-    store.insert_user(&u).await.expect("insert");
-    store.insert_session(&session(u.id, "hash-dave")).await.expect("session");
-    assert!(store.set_password_hash(u.id, "$argon2id$new", now()).await.expect("set"));
+    insert_user(store, &u).await.expect("insert");
+    insert_session(store, &session(u.id, "hash-dave")).await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.set_password_hash(u.id, "$argon2id$new", now()).await.expect("set"));
+    assert!(tx.unlock_user(u.id, now()).await.expect("unlock"));
+    tx.commit().await.expect("commit");
     let back = store.user_by_id(u.id).await.expect("get").expect("exists");
     assert_eq!(back.password_hash, "$argon2id$new");
     let s = store.session_by_token_hash("hash-dave").await.expect("get").expect("exists");
     assert!(s.revoked_at.is_some(), "password change revokes sessions");
-    assert!(store.unlock_user(u.id, now()).await.expect("unlock"));
 }
 
 async fn sessions_round_trip(store: &dyn Store) {
     let u = user("erin");
-    store.insert_user(&u).await.expect("insert");
+    insert_user(store, &u).await.expect("insert");
     let s = session(u.id, "hash-erin");
-    store.insert_session(&s).await.expect("insert");
+    insert_session(store, &s).await;
     assert_eq!(store.session_by_token_hash("hash-erin").await.expect("get"), Some(s.clone()));
     let later = s.last_seen_at + Duration::from_secs(5);
     store.touch_session(s.id, later, later + Duration::from_secs(900)).await.expect("touch");
     let back = store.session_by_token_hash("hash-erin").await.expect("get").expect("exists");
     assert_eq!(back.last_seen_at, later);
-    assert!(store.revoke_session(s.id, later).await.expect("revoke"));
-    assert!(!store.revoke_session(s.id, later).await.expect("again"), "second revoke is a no-op");
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.revoke_session(s.id, later).await.expect("revoke"));
+    assert!(!tx.revoke_session(s.id, later).await.expect("again"), "second revoke is a no-op");
+    tx.commit().await.expect("commit");
     assert!(store.session_by_token_hash("nope").await.expect("missing").is_none());
+}
+
+fn seal_test(action: &'static str) -> impl Fn(i64, &str) -> AuditRow + Send + Sync {
+    move |seq, prev| AuditRow {
+        seq,
+        id: Uuid::now_v7().to_string(),
+        time_us: seq * 1000,
+        actor_user_id: Some("u-1".into()),
+        actor_username: Some("Alice".into()),
+        actor_session_id: None,
+        via: "api".into(),
+        action: action.into(),
+        resource: Some(format!("user/{seq}")),
+        outcome: if seq % 2 == 0 { "success".into() } else { "failure".into() },
+        ip: Some("127.0.0.1".into()),
+        user_agent: None,
+        mfa: false,
+        reason: None,
+        details: "{}".into(),
+        prev_hash: prev.to_string(),
+        hash: format!("{seq:064x}"),
+    }
+}
+
+async fn rollback_discards_changes_and_audit(store: &dyn Store) {
+    let (seq_before, _) = store.audit_head().await.expect("head");
+    let u = user("frank");
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_user(&u).await.expect("insert");
+    tx.append_audit(&seal_test("user.create")).await.expect("append");
+    tx.rollback().await.expect("rollback");
+    assert!(store.user_by_id(u.id).await.expect("get").is_none(), "rolled-back change is gone");
+    assert_eq!(store.audit_head().await.expect("head").0, seq_before, "rolled-back audit record is gone");
+}
+
+async fn audit_chain_appends_in_order(store: &dyn Store) {
+    let (start, _) = store.audit_head().await.expect("head");
+    for action in ["auth.login", "auth.logout", "user.create"] {
+        let mut tx = store.begin().await.expect("begin");
+        let row = tx.append_audit(&seal_test(action)).await.expect("append");
+        tx.commit().await.expect("commit");
+        assert_eq!(
+            row.seq,
+            start
+                + 1
+                + ["auth.login", "auth.logout", "user.create"].iter().position(|a| *a == action).expect("known") as i64
+        );
+    }
+    let rows = store.audit_after(start, 100).await.expect("after");
+    assert_eq!(rows.len(), 3);
+    for pair in rows.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1, "no gaps");
+        assert_eq!(pair[1].prev_hash, pair[0].hash, "each row links to the previous hash");
+    }
+    assert_eq!(store.audit_head().await.expect("head"), (start + 3, rows[2].hash.clone()));
+
+    let f = |action: Option<&str>, outcome: Option<&str>, actor: Option<&str>| AuditFilter {
+        action: action.map(Into::into),
+        outcome: outcome.map(Into::into),
+        actor: actor.map(Into::into),
+        ..Default::default()
+    };
+    let auth = store.audit_search(&f(Some("auth.*"), None, None), 100).await.expect("search");
+    assert_eq!(auth.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(), ["auth.login", "auth.logout"]);
+    let exact = store.audit_search(&f(Some("user.create"), None, Some("alice")), 100).await.expect("search");
+    assert_eq!(exact.len(), 1, "exact action and case-insensitive actor name");
+    let page =
+        store.audit_search(&AuditFilter { after_seq: Some(rows[0].seq), ..Default::default() }, 1).await.expect("page");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].seq, rows[1].seq, "cursor pagination");
+    let window = store
+        .audit_search(
+            &AuditFilter { since_us: Some(rows[1].time_us), until_us: Some(rows[2].time_us), ..Default::default() },
+            10,
+        )
+        .await
+        .expect("window");
+    assert_eq!(window.iter().map(|r| r.seq).collect::<Vec<_>>(), [rows[1].seq]);
+
+    let cp = CheckpointRow {
+        seq: rows[2].seq,
+        head_hash: rows[2].hash.clone(),
+        time_us: 1,
+        key_id: "k1".into(),
+        signature: "sig".into(),
+    };
+    store.insert_checkpoint(&cp).await.expect("checkpoint");
+    store.insert_checkpoint(&cp).await.expect("duplicate is ignored");
+    assert_eq!(store.checkpoints().await.expect("list"), vec![cp]);
 }

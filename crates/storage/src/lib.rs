@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use error::StoreError;
-pub use model::{SessionRecord, UserRecord};
+pub use model::{AuditFilter, AuditRow, CheckpointRow, SessionRecord, UserRecord};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -93,42 +93,78 @@ pub async fn open(options: &ConnectOptions) -> Result<Arc<dyn Store>> {
 }
 
 /// Everything Ward keeps in its database, as one object-safe interface.
+///
+/// Reads run directly on the store. Every change runs in a [`StoreTx`] obtained from
+/// [`Store::begin`], so that it commits together with its audit record or not at all.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + Send + Sync + 'static {
+pub trait Store: UserStore + SessionStore + AuditStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// A round trip to the database, for `/readyz`.
     async fn ping(&self) -> Result<()>;
     fn pool_stats(&self) -> PoolStats;
     /// Closes the pool, waiting for connections in use to be returned.
     async fn close(&self);
+    /// Starts a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so a transaction never fails half-way on lock upgrade.
+    async fn begin(&self) -> Result<Box<dyn StoreTx>>;
 }
 
-/// Accounts.
+/// Seals an audit row once its place in the chain is known: `(seq, prev_hash) → row`.
+pub type Sealer<'a> = &'a (dyn Fn(i64, &str) -> AuditRow + Send + Sync);
+
+/// A write transaction. Dropping it without [`StoreTx::commit`] rolls everything back.
+#[async_trait]
+pub trait StoreTx: Send {
+    /// Inserts a new user; [`StoreError::Conflict`] if the username (any case) is taken.
+    async fn insert_user(&mut self, user: &UserRecord) -> Result<()>;
+    /// Disables or re-enables a user; disabling revokes every live session too.
+    /// False if there is no such user.
+    async fn set_user_disabled(&mut self, id: Uuid, disabled: bool, now: OffsetDateTime) -> Result<bool>;
+    /// Replaces the password hash and revokes every live session.
+    async fn set_password_hash(&mut self, id: Uuid, hash: &str, now: OffsetDateTime) -> Result<bool>;
+    /// Clears failed-login counters and any lock.
+    async fn unlock_user(&mut self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
+    async fn insert_session(&mut self, session: &SessionRecord) -> Result<()>;
+    /// Revokes one session; false if it was unknown or already revoked.
+    async fn revoke_session(&mut self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
+    /// Appends one record to the audit chain: locks the chain head (serializing appends
+    /// across connections and nodes), lets `seal` build the row for the next `seq`,
+    /// inserts it and advances the head.
+    async fn append_audit(&mut self, seal: Sealer<'_>) -> Result<AuditRow>;
+    async fn commit(self: Box<Self>) -> Result<()>;
+    async fn rollback(self: Box<Self>) -> Result<()>;
+}
+
+/// Accounts (reads).
 #[async_trait]
 pub trait UserStore {
-    /// Inserts a new user; [`StoreError::Conflict`] if the username (any case) is taken.
-    async fn insert_user(&self, user: &UserRecord) -> Result<()>;
     async fn user_by_id(&self, id: Uuid) -> Result<Option<UserRecord>>;
     /// Looks a user up by the case-folded username key.
     async fn user_by_username_key(&self, username_key: &str) -> Result<Option<UserRecord>>;
     /// All users, oldest first.
     async fn list_users(&self) -> Result<Vec<UserRecord>>;
-    /// Disables or re-enables a user; disabling revokes every live session in the same
-    /// transaction. False if there is no such user.
-    async fn set_user_disabled(&self, id: Uuid, disabled: bool, now: OffsetDateTime) -> Result<bool>;
-    /// Replaces the password hash and revokes every live session, atomically.
-    async fn set_password_hash(&self, id: Uuid, hash: &str, now: OffsetDateTime) -> Result<bool>;
-    /// Clears failed-login counters and any lock.
-    async fn unlock_user(&self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
 }
 
 /// Sign-in sessions. Only token digests are stored.
 #[async_trait]
 pub trait SessionStore {
-    async fn insert_session(&self, session: &SessionRecord) -> Result<()>;
     async fn session_by_token_hash(&self, token_hash: &str) -> Result<Option<SessionRecord>>;
-    /// Records activity: moves `last_seen_at` and the idle deadline forward.
+    /// Records activity: moves `last_seen_at` and the idle deadline forward. Not audited:
+    /// activity is not an event, sign-in and sign-out are.
     async fn touch_session(&self, id: Uuid, now: OffsetDateTime, idle_expires_at: OffsetDateTime) -> Result<()>;
-    /// Revokes one session; false if it was unknown or already revoked.
-    async fn revoke_session(&self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
+}
+
+/// The audit trail (reads and checkpoints; appends go through [`StoreTx::append_audit`]).
+#[async_trait]
+pub trait AuditStore {
+    /// Up to `limit` records with `seq > after_seq`, in `seq` order.
+    async fn audit_after(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditRow>>;
+    /// Records matching `filter`, in `seq` order, at most `limit`.
+    async fn audit_search(&self, filter: &AuditFilter, limit: i64) -> Result<Vec<AuditRow>>;
+    /// The newest record's `(seq, hash)` as the head row says (0 and zeros when empty).
+    async fn audit_head(&self) -> Result<(i64, String)>;
+    /// Stores a checkpoint; a duplicate (same seq and key) is ignored.
+    async fn insert_checkpoint(&self, checkpoint: &CheckpointRow) -> Result<()>;
+    /// Every stored checkpoint, by `seq`.
+    async fn checkpoints(&self) -> Result<Vec<CheckpointRow>>;
 }

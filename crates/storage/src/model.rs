@@ -37,6 +37,53 @@ pub struct SessionRecord {
     pub user_agent: Option<String>,
 }
 
+/// One audit record as stored. Its meaning and hashing belong to `ward-audit`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub id: String,
+    pub time_us: i64,
+    pub actor_user_id: Option<String>,
+    pub actor_username: Option<String>,
+    pub actor_session_id: Option<String>,
+    pub via: String,
+    pub action: String,
+    pub resource: Option<String>,
+    pub outcome: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub mfa: bool,
+    pub reason: Option<String>,
+    /// A JSON object.
+    pub details: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// A signed statement "the chain's record `seq` has hash `head_hash`".
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CheckpointRow {
+    pub seq: i64,
+    pub head_hash: String,
+    pub time_us: i64,
+    pub key_id: String,
+    pub signature: String,
+}
+
+/// Filters of an audit search; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// A user id or a username.
+    pub actor: Option<String>,
+    /// An exact action, or a prefix ending in `.` or `*` (`auth.*`).
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub since_us: Option<i64>,
+    pub until_us: Option<i64>,
+    /// Only records with a larger `seq` (the cursor).
+    pub after_seq: Option<i64>,
+}
+
 impl std::fmt::Debug for UserRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UserRecord")

@@ -34,7 +34,7 @@ impl PgStore {
     }
 }
 
-impl_common_stores!(PgStore);
+impl_common_stores!(PgStore, PgTx, sqlx::Postgres, "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
 
 #[async_trait]
 impl Store for PgStore {
@@ -57,5 +57,9 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn begin(&self) -> Result<Box<dyn crate::StoreTx>> {
+        Ok(Box::new(PgTx { tx: self.pool.begin().await? }))
     }
 }

@@ -110,4 +110,43 @@ pub(crate) mod sql {
     pub const TOUCH_SESSION: &str =
         "UPDATE sessions SET last_seen_at = $2, idle_expires_at = $3 WHERE id = $1 AND revoked_at IS NULL";
     pub const REVOKE_SESSION: &str = "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+
+    pub const AUDIT_INSERT: &str = "INSERT INTO audit_events (seq, id, time_us, actor_user_id, actor_username, \
+         actor_session_id, via, action, resource, outcome, ip, user_agent, mfa, reason, details, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+    pub const AUDIT_HEAD_ADVANCE: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+    pub const AUDIT_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+    pub const AUDIT_AFTER: &str = "SELECT seq, id, time_us, actor_user_id, actor_username, actor_session_id, via, \
+         action, resource, outcome, ip, user_agent, mfa, reason, details, prev_hash, hash FROM audit_events \
+         WHERE seq > $1 ORDER BY seq LIMIT $2";
+    /// Optional filters as `CAST($n AS …) IS NULL OR …`, which both engines accept.
+    pub const AUDIT_SEARCH: &str = "SELECT seq, id, time_us, actor_user_id, actor_username, actor_session_id, via, \
+         action, resource, outcome, ip, user_agent, mfa, reason, details, prev_hash, hash FROM audit_events \
+         WHERE (CAST($1 AS TEXT) IS NULL OR actor_user_id = $1 OR lower(actor_username) = lower($1)) \
+         AND (CAST($2 AS TEXT) IS NULL OR action = $2) \
+         AND (CAST($3 AS TEXT) IS NULL OR action LIKE $3) \
+         AND (CAST($4 AS TEXT) IS NULL OR outcome = $4) \
+         AND (CAST($5 AS BIGINT) IS NULL OR time_us >= $5) \
+         AND (CAST($6 AS BIGINT) IS NULL OR time_us < $6) \
+         AND seq > $7 ORDER BY seq LIMIT $8";
+    pub const CHECKPOINT_INSERT: &str = "INSERT INTO audit_checkpoints (seq, head_hash, time_us, key_id, signature) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+    pub const CHECKPOINTS: &str =
+        "SELECT seq, head_hash, time_us, key_id, signature FROM audit_checkpoints ORDER BY seq, key_id";
+}
+
+/// Splits an action filter into an exact match or a `LIKE` prefix (`auth.*` → `auth.%`).
+/// Only `[a-z0-9._-]` reach the pattern, so it needs no escaping.
+pub(crate) fn action_filter(action: Option<&str>) -> (Option<String>, Option<String>) {
+    match action {
+        None => (None, None),
+        Some(a) => {
+            let clean: String =
+                a.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '*')).collect();
+            match clean.strip_suffix('*') {
+                Some(prefix) => (None, Some(format!("{}%", prefix.replace('*', "")))),
+                None => (Some(clean), None),
+            }
+        }
+    }
 }

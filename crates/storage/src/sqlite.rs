@@ -57,7 +57,7 @@ async fn migrate_locked(pool: &SqlitePool, db: &Path) -> Result<()> {
     Ok(result?)
 }
 
-impl_common_stores!(SqliteStore);
+impl_common_stores!(SqliteStore, SqliteTx, sqlx::Sqlite, crate::rows::sql::AUDIT_HEAD);
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -80,5 +80,9 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn begin(&self) -> Result<Box<dyn crate::StoreTx>> {
+        Ok(Box::new(SqliteTx { tx: self.pool.begin_with("BEGIN IMMEDIATE").await? }))
     }
 }

@@ -7,6 +7,7 @@
 use std::io::BufRead as _;
 
 use time::OffsetDateTime;
+use ward_audit::Context;
 
 use crate::cli::{Failure, GlobalArgs, UserCommand};
 use crate::startup;
@@ -19,12 +20,13 @@ pub async fn user(
     let config = startup::load_config(global.config.as_ref(), flags)?;
     startup::init_logging(&config, Some("warn"))?;
     let store = startup::open_store(&config).await?;
-    let accounts = startup::accounts(&config, store.clone())?;
-    let now = OffsetDateTime::now_utc();
+    let audit = startup::audit_log(&config, store.clone()).await?;
+    let accounts = startup::accounts(&config, store.clone(), audit.clone())?;
+    let ctx = cli_context();
     let outcome = match cmd {
         UserCommand::Add { name, roles, password_stdin } => {
             let (password, generated) = password_input(password_stdin)?;
-            let user = accounts.create_user(&name, &password, &roles, now).await.map_err(fail)?;
+            let user = accounts.create_user(&ctx, &name, &password, &roles).await.map_err(fail)?;
             let roles: Vec<_> = user.roles.iter().map(|r| r.as_str()).collect();
             println!("created user {} (id {}, roles {})", user.username, user.id, roles.join(","));
             if generated {
@@ -47,18 +49,18 @@ pub async fn user(
             Ok(())
         }
         UserCommand::Disable { name } => {
-            let u = accounts.disable(&name, now).await.map_err(fail)?;
+            let u = accounts.disable(&ctx, &name).await.map_err(fail)?;
             println!("disabled user {} and ended all of their sessions", u.username);
             Ok(())
         }
         UserCommand::Unlock { name } => {
-            let u = accounts.unlock(&name, now).await.map_err(fail)?;
+            let u = accounts.unlock(&ctx, &name).await.map_err(fail)?;
             println!("unlocked user {}", u.username);
             Ok(())
         }
         UserCommand::ResetPassword { name, password_stdin } => {
             let (password, generated) = password_input(password_stdin)?;
-            let u = accounts.reset_password(&name, &password, now).await.map_err(fail)?;
+            let u = accounts.reset_password(&ctx, &name, &password).await.map_err(fail)?;
             println!("new password set for {}; all of their sessions ended", u.username);
             if generated {
                 println!("password: {password}");
@@ -67,8 +69,18 @@ pub async fn user(
             Ok(())
         }
     };
+    // Sign the head now, so a deployment where no server runs still gets checkpoints.
+    if let Err(e) = audit.checkpoint(true).await {
+        eprintln!("ward: warning: cannot write an audit checkpoint: {e}");
+    }
     store.close().await;
     outcome
+}
+
+/// The audit context of a command-line operator (the OS account is recorded).
+pub fn cli_context() -> Context {
+    let os_user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).ok();
+    Context::cli(os_user, OffsetDateTime::now_utc())
 }
 
 fn fail(e: ward_auth::AuthError) -> Failure {

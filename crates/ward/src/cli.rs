@@ -1,7 +1,8 @@
 //! The command line of shared/API.md. Every command takes `--data-dir` and `--config`.
 //!
 //! Exit codes: 0 success; 1 a runtime failure (database unreachable, port in use, …);
-//! 2 a usage or configuration error; 69 a command whose feature is not yet available.
+//! 2 a usage or configuration error; 3 `audit verify` found tampering; 69 a command whose
+//! feature is not yet available.
 //! Failures print one line on stderr, `ward: …`, never a panic or a backtrace.
 
 use std::net::SocketAddr;
@@ -106,8 +107,13 @@ pub enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the audit chain and its signed checkpoints.
-    Verify,
+    /// Check the audit chain and its signed checkpoints (exit 3 when tampered).
+    Verify {
+        /// Trust this checkpoint public key file (repeatable); default: the `.pub` beside
+        /// the configured signing key.
+        #[arg(long = "public-key", value_name = "FILE")]
+        public_keys: Vec<PathBuf>,
+    },
     /// Write the audit trail to stdout.
     Export {
         #[arg(long, value_parser = ["jsonl", "csv", "fhir"])]
@@ -184,8 +190,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(args) => crate::serve::run(&cli.global, flags, args).await,
         Command::User(cmd) => crate::admin::user(&cli.global, flags, cmd).await,
-        Command::Audit(AuditCommand::Verify) => Err(Failure::not_yet_available("audit verify")),
-        Command::Audit(AuditCommand::Export { .. }) => Err(Failure::not_yet_available("audit export")),
+        Command::Audit(AuditCommand::Verify { public_keys }) => {
+            crate::audit_cmd::verify(&cli.global, flags, public_keys).await
+        }
+        Command::Audit(AuditCommand::Export { format, since, until }) => {
+            crate::audit_cmd::export(&cli.global, flags, &format, since, until).await
+        }
         Command::Keys(KeysCommand::Status) => Err(Failure::not_yet_available("keys status")),
         Command::Keys(KeysCommand::Rotate) => Err(Failure::not_yet_available("keys rotate")),
         Command::Backup(BackupCommand::Create) => Err(Failure::not_yet_available("backup create")),

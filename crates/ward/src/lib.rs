@@ -9,6 +9,7 @@
 //! * [`admin`]: `ward user …` and the commands of features still to come.
 
 pub mod admin;
+pub mod audit_cmd;
 pub mod cli;
 pub mod datadir;
 pub mod serve;

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use ward_api::{AppState, Application, metrics::Metrics, tls};
+use ward_audit::{Context, Outcome};
 
 use crate::cli::{Failure, GlobalArgs, LogFormatArg, ServeArgs};
 use crate::startup::{self, StartError};
@@ -48,7 +50,8 @@ pub async fn run(
     startup::init_logging(&config, None)?;
 
     let store = startup::open_store(&config).await?;
-    let accounts = startup::accounts(&config, store.clone())?;
+    let audit = startup::audit_log(&config, store.clone()).await?;
+    let accounts = startup::accounts(&config, store.clone(), audit.clone())?;
     let tls = if server.tls {
         let material = tls::load_or_generate(&server.data_dir, server.tls_cert.as_deref(), server.tls_key.as_deref())
             .map_err(|e| StartError::Other(format!("TLS: {e}")))?;
@@ -61,6 +64,7 @@ pub async fn run(
         config: Arc::new(config.clone()),
         store: store.clone(),
         accounts,
+        audit: audit.clone(),
         metrics: Arc::new(Metrics::new()),
         shutdown: CancellationToken::new(),
         tls: tls.is_some(),
@@ -77,11 +81,28 @@ pub async fn run(
         }
         None => tracing::warn!("TLS is off: serving plain HTTP"),
     }
+    let start = Context::system(OffsetDateTime::now_utc())
+        .event("server.start", Outcome::Success)
+        .detail("version", env!("CARGO_PKG_VERSION"))
+        .detail("listen", app.url())
+        .detail("backend", store.backend().as_str());
+    audit.record_alone(&start).await.map_err(|e| Failure::runtime(format!("cannot write the audit trail: {e}")))?;
+    let checkpoints = CancellationToken::new();
+    let checkpointer = tokio::spawn(audit.clone().run_checkpointer(checkpoints.clone()));
     tracing::info!(backend = store.backend().as_str(), data_dir = %server.data_dir.display(), "ward ready");
     // The one line scripts and tests wait for; printed directly so its form never changes.
     eprintln!("ward listening on {}", app.url());
 
     let result = app.run(shutdown_signal()).await;
+    checkpoints.cancel();
+    let _ = checkpointer.await;
+    let stop = Context::system(OffsetDateTime::now_utc()).event("server.stop", Outcome::Success);
+    if let Err(e) = audit.record_alone(&stop).await {
+        tracing::error!(error = %e, "cannot record server.stop");
+    }
+    if let Err(e) = audit.checkpoint(true).await {
+        tracing::error!(error = %e, "cannot write the final audit checkpoint");
+    }
     store.close().await;
     result.map_err(|e| Failure::runtime(e.to_string()))?;
     tracing::info!("ward stopped");

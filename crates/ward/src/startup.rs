@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
+use ward_audit::{AuditLog, AuditSettings};
 use ward_auth::{Accounts, PasswordPolicy, SessionLimits};
 use ward_config::{Config, ConfigError, DatabaseLocation, Layers, LogFormat};
 use ward_crypto::PasswordHasher;
@@ -21,6 +22,8 @@ pub enum StartError {
     DataDir(#[from] crate::datadir::DataDirError),
     #[error("cannot open the {backend} database: {source}")]
     Database { backend: &'static str, source: ward_storage::StoreError },
+    #[error("cannot open the audit trail: {0}")]
+    Audit(#[from] ward_audit::AuditError),
     #[error("{0}")]
     Other(String),
 }
@@ -83,12 +86,27 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     ward_storage::open(&options).await.map_err(|source| StartError::Database { backend, source })
 }
 
+/// The audit log over `store`, configured from `[audit]`.
+pub async fn audit_log(config: &Config, store: Arc<dyn Store>) -> Result<AuditLog, StartError> {
+    Ok(AuditLog::open(store, audit_settings(config)).await?)
+}
+
+pub fn audit_settings(config: &Config) -> AuditSettings {
+    let dir = &config.server.data_dir;
+    AuditSettings {
+        checkpoint_every: i64::try_from(config.audit.checkpoint_every_records).unwrap_or(i64::MAX),
+        checkpoint_interval: Duration::from_secs(config.audit.checkpoint_interval_s),
+        key_file: config.audit.key_file(dir),
+        checkpoint_file: config.audit.checkpoint_path(dir),
+    }
+}
+
 /// The identity service over `store`, configured from `[auth]` and `[session]`.
-pub fn accounts(config: &Config, store: Arc<dyn Store>) -> Result<Accounts, StartError> {
+pub fn accounts(config: &Config, store: Arc<dyn Store>, audit: AuditLog) -> Result<Accounts, StartError> {
     let hasher = PasswordHasher::default_params().map_err(|e| StartError::Other(e.to_string()))?;
     let limits = SessionLimits {
         idle: Duration::from_secs(config.session.idle_timeout_s),
         absolute: Duration::from_secs(config.session.absolute_timeout_s),
     };
-    Ok(Accounts::new(store, hasher, PasswordPolicy::new(config.auth.password_min_length), limits))
+    Ok(Accounts::new(store, audit, hasher, PasswordPolicy::new(config.auth.password_min_length), limits))
 }

@@ -60,8 +60,7 @@ pub async fn login(
     client: ClientInfo,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let ok = state.accounts.login(&body.username, &body.password, client.ip, client.user_agent, now).await?;
+    let ok = state.accounts.login(&client.context(), &body.username, &body.password).await?;
     Ok(Json(LoginResponse {
         token: ok.token.expose().to_string(),
         expires_at: ok.session.expires_at,
@@ -73,8 +72,8 @@ pub async fn login(
 /// Ends the current session at once.
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401)))]
-pub async fn logout(State(state): State<AppState>, Caller(who): Caller) -> Result<StatusCode, ApiError> {
-    state.accounts.logout(who.session.id, OffsetDateTime::now_utc()).await?;
+pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
+    state.accounts.logout(&caller.ctx, &caller.who).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -98,7 +97,7 @@ pub struct SessionView {
 /// The caller's session and its deadlines.
 #[utoipa::path(get, path = "/v1/auth/session", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = SessionView), (status = 401)))]
-pub async fn session(Caller(who): Caller) -> Json<SessionView> {
+pub async fn session(Caller { who, .. }: Caller) -> Json<SessionView> {
     let user = UserView::from(&who.user);
     Json(SessionView {
         roles: user.roles.clone(),

@@ -42,7 +42,7 @@ pub struct Readiness {
     checks: std::collections::BTreeMap<&'static str, Check>,
 }
 
-/// Readiness: every dependency needed to serve requests answers (today: the database).
+/// Readiness: the database answers and the audit trail accepts writes.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -51,11 +51,16 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(Err(e)) => Check { status: "failing", detail: Some(e.to_string()) },
         Err(_) => Check { status: "failing", detail: Some("no answer within 2 s".into()) },
     };
-    let ready = db.status == "ok";
+    let audit = match tokio::time::timeout(Duration::from_secs(2), state.audit.probe()).await {
+        Ok(Ok(())) => Check { status: "ok", detail: None },
+        Ok(Err(e)) => Check { status: "failing", detail: Some(e.to_string()) },
+        Err(_) => Check { status: "failing", detail: Some("no answer within 2 s".into()) },
+    };
+    let ready = db.status == "ok" && audit.status == "ok";
     let body = Readiness {
         status: if ready { "ready" } else { "unavailable" },
         database_backend: state.store.backend().as_str(),
-        checks: [("database", db)].into_iter().collect(),
+        checks: [("database", db), ("audit", audit)].into_iter().collect(),
     };
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))

@@ -1,5 +1,6 @@
 //! The router: one module per resource, assembled with the cross-cutting layers.
 
+pub mod audit;
 pub mod auth;
 pub mod health;
 
@@ -27,6 +28,8 @@ pub fn build(state: AppState) -> Router {
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::session))
+        .routes(routes!(audit::events))
+        .routes(routes!(audit::export))
         .split_for_parts();
     let api = std::sync::Arc::new(api);
     let max_body = usize::try_from(state.config.server.max_body_bytes).unwrap_or(usize::MAX);
