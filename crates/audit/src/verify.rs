@@ -51,7 +51,10 @@ impl Tamper {
 impl fmt::Display for Tamper {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Tamper::Modified { seq } => write!(f, "record {seq} was modified: its hash does not match its contents"),
+            Tamper::Modified { seq } => write!(
+                f,
+                "record {seq} does not match its hash: it was modified, or a record was moved or inserted here"
+            ),
             Tamper::Gap { expected, found } if found > expected => {
                 write!(f, "record {expected} is missing (deleted): the next record is {found}")
             }

@@ -259,6 +259,18 @@ mod tests {
     }
 
     #[test]
+    fn shortening_audit_retention_needs_an_explicit_setting() {
+        let e = load(Layers { file: file("[audit]\nretention_days = 365\n"), ..Default::default() })
+            .expect_err("too short");
+        assert_eq!(e.key, "audit.retention_days");
+        let ok = load(Layers {
+            file: file("[audit]\nretention_days = 365\nallow_short_retention = true\n"),
+            ..Default::default()
+        });
+        assert_eq!(ok.expect("explicit").audit.retention_days, 365);
+    }
+
+    #[test]
     fn reserved_env_vars_are_not_config() {
         let c = load(Layers {
             env: env(&[("WARD_MASTER_PASSPHRASE", "x"), ("WARD_TEST_POSTGRES_URL", "y"), ("HOME", "/")]),

@@ -159,7 +159,16 @@ pub struct AuditConfig {
     /// Append-only checkpoint file outside the database; default
     /// `<data_dir>/audit/checkpoints.jsonl`.
     pub checkpoint_file: Option<PathBuf>,
+    /// How long audit records must be kept (HIPAA documentation: 6 years = 2,192 days).
+    /// Ward never deletes audit records earlier; message retention never touches them.
+    pub retention_days: u64,
+    /// Must be set to accept a `retention_days` below 2,192; the shorter setting is then
+    /// recorded in the trail at every start.
+    pub allow_short_retention: bool,
 }
+
+/// Six years, the HIPAA documentation retention period.
+pub const AUDIT_RETENTION_FLOOR_DAYS: u64 = 2192;
 
 impl Default for AuditConfig {
     fn default() -> Self {
@@ -168,6 +177,8 @@ impl Default for AuditConfig {
             checkpoint_interval_s: 60,
             signing_key_file: None,
             checkpoint_file: None,
+            retention_days: AUDIT_RETENTION_FLOOR_DAYS,
+            allow_short_retention: false,
         }
     }
 }
@@ -225,6 +236,16 @@ impl Config {
         }
         in_range("audit.checkpoint_every_records", self.audit.checkpoint_every_records, 1, 1_000_000)?;
         in_range("audit.checkpoint_interval_s", self.audit.checkpoint_interval_s, 1, 60)?;
+        in_range("audit.retention_days", self.audit.retention_days, 1, 36_500)?;
+        if self.audit.retention_days < AUDIT_RETENTION_FLOOR_DAYS && !self.audit.allow_short_retention {
+            return Err(ConfigError::invalid(
+                "audit.retention_days",
+                format!(
+                    "below the 6-year HIPAA floor ({AUDIT_RETENTION_FLOOR_DAYS} days); set \
+                     audit.allow_short_retention = true to accept it (the choice is recorded in the audit trail)"
+                ),
+            ));
+        }
         in_range("auth.password_min_length", self.auth.password_min_length as u64, 8, 128)?;
         Ok(())
     }

@@ -85,8 +85,18 @@ pub async fn run(
         .event("server.start", Outcome::Success)
         .detail("version", env!("CARGO_PKG_VERSION"))
         .detail("listen", app.url())
-        .detail("backend", store.backend().as_str());
+        .detail("backend", store.backend().as_str())
+        .detail("audit_retention_days", config.audit.retention_days);
     audit.record_alone(&start).await.map_err(|e| Failure::runtime(format!("cannot write the audit trail: {e}")))?;
+    if config.audit.retention_days < ward_config::AUDIT_RETENTION_FLOOR_DAYS {
+        let short = Context::system(OffsetDateTime::now_utc())
+            .event("settings.audit_retention_short", Outcome::Success)
+            .resource("setting/audit.retention_days")
+            .detail("retention_days", config.audit.retention_days)
+            .detail("floor_days", ward_config::AUDIT_RETENTION_FLOOR_DAYS);
+        audit.record_alone(&short).await.map_err(|e| Failure::runtime(format!("cannot write the audit trail: {e}")))?;
+        tracing::warn!(days = config.audit.retention_days, "audit retention is below the 6-year HIPAA floor");
+    }
     let checkpoints = CancellationToken::new();
     let checkpointer = tokio::spawn(audit.clone().run_checkpointer(checkpoints.clone()));
     tracing::info!(backend = store.backend().as_str(), data_dir = %server.data_dir.display(), "ward ready");

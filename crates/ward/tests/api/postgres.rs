@@ -9,7 +9,13 @@ async fn serve_and_user_add_on_postgres_with_two_nodes() {
     let db = TempPostgres::create().await.expect("create test database");
     let cfg_dir = tempfile::tempdir().expect("tmp");
     let cfg = cfg_dir.path().join("ward.toml");
-    std::fs::write(&cfg, format!("[database]\nurl = \"{}\"\n", db.url)).expect("config");
+    // Nodes sharing a database share the checkpoint signing key.
+    let key = cfg_dir.path().join("signing.key");
+    std::fs::write(
+        &cfg,
+        format!("[database]\nurl = \"{}\"\n[audit]\nsigning_key_file = \"{}\"\n", db.url, key.display()),
+    )
+    .expect("config");
     let cfg = cfg.display().to_string();
 
     let (a_dir, b_dir) = (data_dir(), data_dir());
@@ -34,5 +40,30 @@ async fn serve_and_user_add_on_postgres_with_two_nodes() {
     let res = a.client().get(a.at("/v1/auth/session")).bearer_auth(&token).send().await.expect("session on A");
     assert_eq!(res.status(), 401);
 
-    drop((a, b));
+    // Both nodes append to one chain at once; it stays one gapless, verifiable sequence.
+    let (ca, cb) = (a.client(), b.client());
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (c, url) =
+            if i % 2 == 0 { (ca.clone(), a.at("/v1/auth/login")) } else { (cb.clone(), b.at("/v1/auth/login")) };
+        tasks.push(tokio::spawn(async move {
+            let body = serde_json::json!({"username": "pg.doctor", "password": "postgres passphrase 1"});
+            c.post(url).json(&body).send().await.expect("login").status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("join"), 200);
+    }
+    signal(&a.child, "TERM");
+    assert_eq!(a.wait_exit().code(), Some(0));
+    signal(&b.child, "TERM");
+    assert_eq!(b.wait_exit().code(), Some(0));
+    for node in [&a_dir, &b_dir] {
+        let mut cmd = ward();
+        cmd.args(["audit", "verify", "--config", &cfg, "--data-dir"]).arg(&node.path);
+        let out = run(cmd, None);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("audit trail intact"), "{text}");
+    }
 }
