@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what Ward's tests talk to, on a Debian machine, idempotently.
 # PostgreSQL (127.0.0.1:5432, trust auth, database `test`), Redis and NATS with JetStream.
+# rsyslog with its OpenSSL TLS driver is only installed: the syslog test runs its own rsyslogd.
 set -euo pipefail
 
 log() { echo "services: $*" >&2; }
@@ -10,6 +11,8 @@ need_apt=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v redis-server  >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v nats-server   >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
+command -v rsyslogd      >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
+compgen -G '/usr/lib/*/rsyslog/lmnsd_ossl.so' >/dev/null || need_apt+=(rsyslog-openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   as_root apt-get update -qq

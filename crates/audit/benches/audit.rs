@@ -62,9 +62,28 @@ fn seal_one(c: &mut Criterion) {
 fn durable_writes(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("tmp");
+    let sqlite = ward_storage::Target::Sqlite(dir.path().join("ward.db"));
+    durable_writes_on(c, &rt, &dir, sqlite, "audit_durable_write_sqlite");
+    // PostgreSQL from WARD_TEST_POSTGRES_URL (default: the local test server), if reachable.
+    match rt.block_on(ward_storage::testing::TempPostgres::create()) {
+        Ok(db) => {
+            let target = ward_storage::Target::Postgres(db.url.clone());
+            durable_writes_on(c, &rt, &dir, target, "audit_durable_write_postgres");
+        }
+        Err(e) => eprintln!("skipping the PostgreSQL benchmark: {e}"),
+    }
+}
+
+fn durable_writes_on(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    dir: &tempfile::TempDir,
+    target: ward_storage::Target,
+    name: &str,
+) {
     let store = rt
         .block_on(ward_storage::open(&ward_storage::ConnectOptions {
-            target: ward_storage::Target::Sqlite(dir.path().join("ward.db")),
+            target,
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
         }))
@@ -77,10 +96,10 @@ fn durable_writes(c: &mut Criterion) {
     };
     let log = rt.block_on(AuditLog::open(store, settings)).expect("audit");
     let log = Arc::new(log);
-    let mut g = c.benchmark_group("audit_durable_write_sqlite");
+    let mut g = c.benchmark_group(name);
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(5));
-    // 16 concurrent writers, each one audited transaction (synchronous = FULL).
+    // 16 concurrent writers, each one audited transaction, durable before it returns.
     g.throughput(Throughput::Elements(16));
     g.bench_function("16_concurrent", |b| {
         b.iter(|| {

@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod event;
 pub mod export;
 pub mod log;
+pub mod syslog;
 pub mod verify;
 
 pub use checkpoint::{Checkpoint, CheckpointSigner};

@@ -149,6 +149,42 @@ impl AuditLog {
         }
     }
 
+    /// Records each security-relevant setting whose value differs from the one in force at
+    /// the last start (`settings.update`, resource `setting/<key>`, details `old` and
+    /// `new`), and stores the new values, all in one transaction. On the very first start
+    /// every value is recorded with reason `initial`, so each setting's history is complete.
+    /// Returns how many changes were recorded.
+    pub async fn record_settings(
+        &self,
+        ctx: &crate::Context,
+        current: &std::collections::BTreeMap<String, String>,
+    ) -> Result<usize, AuditError> {
+        let before: std::collections::BTreeMap<String, String> =
+            self.inner.store.settings_snapshot().await.map_err(unavailable)?.into_iter().collect();
+        let initial = before.is_empty();
+        let mut tx = self.inner.store.begin().await.map_err(|e| self.fail(e))?;
+        let mut changes = 0;
+        for (key, new) in current {
+            let old = before.get(key);
+            if old == Some(new) {
+                continue;
+            }
+            let mut event = ctx
+                .event("settings.update", crate::Outcome::Success)
+                .resource(format!("setting/{key}"))
+                .detail("old", old.cloned().map_or(serde_json::Value::Null, serde_json::Value::String))
+                .detail("new", new.clone());
+            if initial {
+                event = event.reason("initial");
+            }
+            self.record(&mut *tx, &event).await?;
+            tx.put_setting(key, new).await.map_err(|e| self.fail(e))?;
+            changes += 1;
+        }
+        tx.commit().await.map_err(|e| self.fail(e))?;
+        Ok(changes)
+    }
+
     /// Records matching `filter`, readable form.
     pub async fn search(&self, filter: &AuditFilter, limit: i64) -> Result<Vec<AuditRecord>, AuditError> {
         let rows = self.inner.store.audit_search(filter, limit).await.map_err(unavailable)?;

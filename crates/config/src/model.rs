@@ -165,6 +165,14 @@ pub struct AuditConfig {
     /// Must be set to accept a `retention_days` below 2,192; the shorter setting is then
     /// recorded in the trail at every start.
     pub allow_short_retention: bool,
+    /// `host:port` of a SIEM's syslog-over-TLS listener (RFC 5425); unset = no streaming.
+    pub syslog_addr: Option<String>,
+    /// TLS name to verify on the syslog server's certificate; default: the host of
+    /// `syslog_addr`.
+    pub syslog_server_name: Option<String>,
+    /// PEM file of the CA(s) that sign the syslog server's certificate (required with
+    /// `syslog_addr`).
+    pub syslog_ca_file: Option<PathBuf>,
 }
 
 /// Six years, the HIPAA documentation retention period.
@@ -179,6 +187,9 @@ impl Default for AuditConfig {
             checkpoint_file: None,
             retention_days: AUDIT_RETENTION_FLOOR_DAYS,
             allow_short_retention: false,
+            syslog_addr: None,
+            syslog_server_name: None,
+            syslog_ca_file: None,
         }
     }
 }
@@ -186,6 +197,13 @@ impl Default for AuditConfig {
 impl AuditConfig {
     pub fn key_file(&self, data_dir: &std::path::Path) -> PathBuf {
         self.signing_key_file.clone().unwrap_or_else(|| data_dir.join("audit/signing.key"))
+    }
+
+    /// The syslog server's TLS name: configured, or the host part of `syslog_addr`.
+    pub fn syslog_name(&self) -> Option<String> {
+        let addr = self.syslog_addr.as_ref()?;
+        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+        Some(self.syslog_server_name.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_string()))
     }
 
     pub fn checkpoint_path(&self, data_dir: &std::path::Path) -> PathBuf {
@@ -237,6 +255,17 @@ impl Config {
         in_range("audit.checkpoint_every_records", self.audit.checkpoint_every_records, 1, 1_000_000)?;
         in_range("audit.checkpoint_interval_s", self.audit.checkpoint_interval_s, 1, 60)?;
         in_range("audit.retention_days", self.audit.retention_days, 1, 36_500)?;
+        if let Some(addr) = &self.audit.syslog_addr {
+            if addr.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+                return Err(ConfigError::invalid("audit.syslog_addr", "expected host:port"));
+            }
+            if self.audit.syslog_ca_file.is_none() {
+                return Err(ConfigError::invalid(
+                    "audit.syslog_ca_file",
+                    "required with audit.syslog_addr: the CA that signs the syslog server's certificate",
+                ));
+            }
+        }
         if self.audit.retention_days < AUDIT_RETENTION_FLOOR_DAYS && !self.audit.allow_short_retention {
             return Err(ConfigError::invalid(
                 "audit.retention_days",
@@ -279,6 +308,34 @@ impl Config {
                 Err(ConfigError::invalid(key, format!("unsupported scheme `{other}` (use postgres:// or sqlite://)")))
             }
         }
+    }
+
+    /// The security-relevant settings whose changes are recorded in the audit trail, as
+    /// `key → value` (TOML text). Node-local keys (paths, listen address, logging) and the
+    /// database URL are left out: they differ between nodes of one deployment.
+    pub fn audited_settings(&self) -> std::collections::BTreeMap<String, String> {
+        const KEYS: &[&str] = &[
+            "server.tls",
+            "server.behind_tls_proxy",
+            "server.trusted_proxies",
+            "server.max_body_bytes",
+            "server.request_timeout_s",
+            "session.idle_timeout_s",
+            "session.absolute_timeout_s",
+            "auth.password_min_length",
+            "audit.checkpoint_every_records",
+            "audit.checkpoint_interval_s",
+            "audit.retention_days",
+            "audit.allow_short_retention",
+        ];
+        let tree = toml::Value::try_from(self).unwrap_or(toml::Value::Table(toml::Table::new()));
+        KEYS.iter()
+            .filter_map(|key| {
+                let (section, name) = key.split_once('.')?;
+                let value = tree.get(section)?.get(name)?;
+                Some((key.to_string(), value.to_string()))
+            })
+            .collect()
     }
 
     /// The configuration as TOML with every secret replaced by `REDACTED`.

@@ -3,16 +3,13 @@
 //! SQLite and PostgreSQL accept the same `$N` placeholders and the same SQL for these
 //! statements, so one macro stamps the identical trait bodies onto each engine (the
 //! differences being the pool and transaction types and how the audit head is locked).
+//! Each engine's transaction type provides `conn()`, `finish_commit()` and
+//! `finish_rollback()`.
 //! Engine-specific work (connecting, migrating, beginning transactions) lives in
 //! `sqlite.rs` and `postgres.rs`.
 
 macro_rules! impl_common_stores {
-    ($store:ty, $tx:ident, $db:ty, $head_lock:expr) => {
-        /// A write transaction on this engine.
-        pub struct $tx {
-            tx: sqlx::Transaction<'static, $db>,
-        }
-
+    ($store:ty, $tx:ty, $head_lock:expr) => {
         fn fetch_rows<T: TryInto<R, Error = $crate::StoreError>, R>(rows: Vec<T>) -> $crate::Result<Vec<R>> {
             rows.into_iter().map(TryInto::try_into).collect()
         }
@@ -63,13 +60,7 @@ macro_rules! impl_common_stores {
                 now: time::OffsetDateTime,
                 idle_expires_at: time::OffsetDateTime,
             ) -> $crate::Result<()> {
-                sqlx::query($crate::rows::sql::TOUCH_SESSION)
-                    .bind(id.to_string())
-                    .bind($crate::rows::millis(now))
-                    .bind($crate::rows::millis(idle_expires_at))
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
+                self.exec_touch(id, now, idle_expires_at).await
             }
         }
 
@@ -94,6 +85,7 @@ macro_rules! impl_common_stores {
                     .bind(f.until_us)
                     .bind(f.after_seq.unwrap_or(0))
                     .bind(limit)
+                    .bind(f.resource.clone())
                     .fetch_all(&self.pool)
                     .await?)
             }
@@ -112,6 +104,10 @@ macro_rules! impl_common_stores {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn settings_snapshot(&self) -> $crate::Result<Vec<(String, String)>> {
+                Ok(sqlx::query_as::<_, (String, String)>($crate::rows::sql::SETTINGS).fetch_all(&self.pool).await?)
             }
 
             async fn checkpoints(&self) -> $crate::Result<Vec<$crate::CheckpointRow>> {
@@ -135,7 +131,7 @@ macro_rules! impl_common_stores {
                     .bind(u.locked_until.map($crate::rows::millis))
                     .bind($crate::rows::millis(u.created_at))
                     .bind($crate::rows::millis(u.updated_at))
-                    .execute(&mut *self.tx)
+                    .execute(self.conn())
                     .await;
                 match res.map_err($crate::StoreError::from) {
                     Err($crate::StoreError::Conflict(_)) => Err($crate::StoreError::Conflict("username")),
@@ -154,14 +150,14 @@ macro_rules! impl_common_stores {
                     .bind(id.to_string())
                     .bind(disabled)
                     .bind(now)
-                    .execute(&mut *self.tx)
+                    .execute(self.conn())
                     .await?
                     .rows_affected();
                 if disabled {
                     sqlx::query($crate::rows::sql::REVOKE_USER_SESSIONS)
                         .bind(id.to_string())
                         .bind(now)
-                        .execute(&mut *self.tx)
+                        .execute(self.conn())
                         .await?;
                 }
                 Ok(changed == 1)
@@ -178,13 +174,13 @@ macro_rules! impl_common_stores {
                     .bind(id.to_string())
                     .bind(hash)
                     .bind(now)
-                    .execute(&mut *self.tx)
+                    .execute(self.conn())
                     .await?
                     .rows_affected();
                 sqlx::query($crate::rows::sql::REVOKE_USER_SESSIONS)
                     .bind(id.to_string())
                     .bind(now)
-                    .execute(&mut *self.tx)
+                    .execute(self.conn())
                     .await?;
                 Ok(changed == 1)
             }
@@ -193,7 +189,7 @@ macro_rules! impl_common_stores {
                 let changed = sqlx::query($crate::rows::sql::UNLOCK)
                     .bind(id.to_string())
                     .bind($crate::rows::millis(now))
-                    .execute(&mut *self.tx)
+                    .execute(self.conn())
                     .await?
                     .rows_affected();
                 Ok(changed == 1)
@@ -211,7 +207,7 @@ macro_rules! impl_common_stores {
                     .bind(s.revoked_at.map($crate::rows::millis))
                     .bind(&s.ip)
                     .bind(&s.user_agent)
-                    .execute(&mut *self.tx)
+                    .execute(self.conn())
                     .await?;
                 Ok(())
             }
@@ -220,14 +216,14 @@ macro_rules! impl_common_stores {
                 let changed = sqlx::query($crate::rows::sql::REVOKE_SESSION)
                     .bind(id.to_string())
                     .bind($crate::rows::millis(now))
-                    .execute(&mut *self.tx)
+                    .execute(self.conn())
                     .await?
                     .rows_affected();
                 Ok(changed == 1)
             }
 
             async fn append_audit(&mut self, seal: $crate::Sealer<'_>) -> $crate::Result<$crate::AuditRow> {
-                let (seq, prev): (i64, String) = sqlx::query_as($head_lock).fetch_one(&mut *self.tx).await?;
+                let (seq, prev): (i64, String) = sqlx::query_as($head_lock).fetch_one(self.conn()).await?;
                 let row = seal(seq + 1, &prev);
                 if row.seq != seq + 1 || row.prev_hash != prev {
                     return Err($crate::StoreError::Corrupt("sealer ignored the chain position".into()));
@@ -250,22 +246,27 @@ macro_rules! impl_common_stores {
                     .bind(&row.details)
                     .bind(&row.prev_hash)
                     .bind(&row.hash)
-                    .execute(&mut *self.tx)
+                    .execute(self.conn())
                     .await?;
                 sqlx::query($crate::rows::sql::AUDIT_HEAD_ADVANCE)
                     .bind(row.seq)
                     .bind(&row.hash)
-                    .execute(&mut *self.tx)
+                    .execute(self.conn())
                     .await?;
                 Ok(row)
             }
 
+            async fn put_setting(&mut self, key: &str, value: &str) -> $crate::Result<()> {
+                sqlx::query($crate::rows::sql::PUT_SETTING).bind(key).bind(value).execute(self.conn()).await?;
+                Ok(())
+            }
+
             async fn commit(self: Box<Self>) -> $crate::Result<()> {
-                Ok(self.tx.commit().await?)
+                self.finish_commit().await
             }
 
             async fn rollback(self: Box<Self>) -> $crate::Result<()> {
-                Ok(self.tx.rollback().await?)
+                self.finish_rollback().await
             }
         }
     };

@@ -15,6 +15,7 @@
 mod common;
 pub mod conformance;
 mod error;
+pub mod group_commit;
 pub mod model;
 pub mod postgres;
 mod rows;
@@ -131,6 +132,8 @@ pub trait StoreTx: Send {
     /// across connections and nodes), lets `seal` build the row for the next `seq`,
     /// inserts it and advances the head.
     async fn append_audit(&mut self, seal: Sealer<'_>) -> Result<AuditRow>;
+    /// Records the value now in force for one setting.
+    async fn put_setting(&mut self, key: &str, value: &str) -> Result<()>;
     async fn commit(self: Box<Self>) -> Result<()>;
     async fn rollback(self: Box<Self>) -> Result<()>;
 }
@@ -167,4 +170,6 @@ pub trait AuditStore {
     async fn insert_checkpoint(&self, checkpoint: &CheckpointRow) -> Result<()>;
     /// Every stored checkpoint, by `seq`.
     async fn checkpoints(&self) -> Result<Vec<CheckpointRow>>;
+    /// The settings recorded at the last start, by key.
+    async fn settings_snapshot(&self) -> Result<Vec<(String, String)>>;
 }

@@ -82,6 +82,8 @@ pub struct AuditFilter {
     pub until_us: Option<i64>,
     /// Only records with a larger `seq` (the cursor).
     pub after_seq: Option<i64>,
+    /// An exact resource (`setting/session.idle_timeout_s`, `user/<id>`).
+    pub resource: Option<String>,
 }
 
 impl std::fmt::Debug for UserRecord {

@@ -8,7 +8,10 @@ use std::str::FromStr as _;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use std::sync::Arc;
+
 use crate::common::impl_common_stores;
+use crate::group_commit::{GroupWriter, PgTx};
 use crate::{Backend, ConnectOptions, PoolStats, Result, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -16,6 +19,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 pub struct PgStore {
     pool: PgPool,
     max: u32,
+    /// Write transactions, group-committed per node (see [`crate::group_commit`]).
+    writer: Arc<GroupWriter<sqlx::Postgres>>,
 }
 
 impl PgStore {
@@ -24,17 +29,33 @@ impl PgStore {
         let connect = PgConnectOptions::from_str(url)
             .map_err(|_| StoreError::Unavailable("the PostgreSQL URL cannot be parsed".into()))?
             .application_name("ward");
+        // One connection may hold the open write batch; readers need at least one more.
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
+            .max_connections(options.max_connections.max(2))
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, max: options.max_connections })
+        let writer = GroupWriter::new(pool.clone());
+        Ok(Self { pool, max: options.max_connections.max(2), writer })
     }
 }
 
-impl_common_stores!(PgStore, PgTx, sqlx::Postgres, "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
+impl PgStore {
+    /// Activity updates join the write batch (and share its flush).
+    async fn exec_touch(&self, id: uuid::Uuid, now: time::OffsetDateTime, idle: time::OffsetDateTime) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(crate::rows::sql::TOUCH_SESSION)
+            .bind(id.to_string())
+            .bind(crate::rows::millis(now))
+            .bind(crate::rows::millis(idle))
+            .execute(tx.conn())
+            .await?;
+        crate::StoreTx::commit(Box::new(tx)).await
+    }
+}
+
+impl_common_stores!(PgStore, PgTx, "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
 
 #[async_trait]
 impl Store for PgStore {
@@ -60,6 +81,6 @@ impl Store for PgStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn crate::StoreTx>> {
-        Ok(Box::new(PgTx { tx: self.pool.begin().await? }))
+        Ok(Box::new(self.writer.begin().await?))
     }
 }

@@ -128,7 +128,11 @@ pub(crate) mod sql {
          AND (CAST($4 AS TEXT) IS NULL OR outcome = $4) \
          AND (CAST($5 AS BIGINT) IS NULL OR time_us >= $5) \
          AND (CAST($6 AS BIGINT) IS NULL OR time_us < $6) \
+         AND (CAST($9 AS TEXT) IS NULL OR resource = $9) \
          AND seq > $7 ORDER BY seq LIMIT $8";
+    pub const SETTINGS: &str = "SELECT key, value FROM settings_snapshot ORDER BY key";
+    pub const PUT_SETTING: &str = "INSERT INTO settings_snapshot (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value";
     pub const CHECKPOINT_INSERT: &str = "INSERT INTO audit_checkpoints (seq, head_hash, time_us, key_id, signature) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
     pub const CHECKPOINTS: &str =

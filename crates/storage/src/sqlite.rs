@@ -11,7 +11,10 @@ use std::str::FromStr as _;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+use std::sync::Arc;
+
 use crate::common::impl_common_stores;
+use crate::group_commit::{GroupWriter, SqliteTx};
 use crate::{Backend, ConnectOptions, PoolStats, Result, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -19,6 +22,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     pool: SqlitePool,
     max: u32,
+    /// Write transactions, group-committed (see [`crate::group_commit`]).
+    writer: Arc<GroupWriter<sqlx::Sqlite>>,
 }
 
 impl SqliteStore {
@@ -32,13 +37,15 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.acquire_timeout)
             .foreign_keys(true);
+        // One connection may hold the open write batch; readers need at least one more.
         let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections)
+            .max_connections(options.max_connections.max(2))
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
         migrate_locked(&pool, path).await?;
-        Ok(Self { pool, max: options.max_connections })
+        let writer = GroupWriter::new(pool.clone());
+        Ok(Self { pool, max: options.max_connections.max(2), writer })
     }
 }
 
@@ -57,7 +64,22 @@ async fn migrate_locked(pool: &SqlitePool, db: &Path) -> Result<()> {
     Ok(result?)
 }
 
-impl_common_stores!(SqliteStore, SqliteTx, sqlx::Sqlite, crate::rows::sql::AUDIT_HEAD);
+impl SqliteStore {
+    /// Activity updates join the write batch, so they never contend with it for SQLite's
+    /// write lock (and share its flush).
+    async fn exec_touch(&self, id: uuid::Uuid, now: time::OffsetDateTime, idle: time::OffsetDateTime) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(crate::rows::sql::TOUCH_SESSION)
+            .bind(id.to_string())
+            .bind(crate::rows::millis(now))
+            .bind(crate::rows::millis(idle))
+            .execute(tx.conn())
+            .await?;
+        crate::StoreTx::commit(Box::new(tx)).await
+    }
+}
+
+impl_common_stores!(SqliteStore, SqliteTx, crate::rows::sql::AUDIT_HEAD);
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -83,6 +105,6 @@ impl Store for SqliteStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn crate::StoreTx>> {
-        Ok(Box::new(SqliteTx { tx: self.pool.begin_with("BEGIN IMMEDIATE").await? }))
+        Ok(Box::new(self.writer.begin().await?))
     }
 }

@@ -88,6 +88,13 @@ pub async fn run(
         .detail("backend", store.backend().as_str())
         .detail("audit_retention_days", config.audit.retention_days);
     audit.record_alone(&start).await.map_err(|e| Failure::runtime(format!("cannot write the audit trail: {e}")))?;
+    let changed = audit
+        .record_settings(&Context::system(OffsetDateTime::now_utc()), &config.audited_settings())
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot write the audit trail: {e}")))?;
+    if changed > 0 {
+        tracing::info!(changed, "recorded setting changes in the audit trail");
+    }
     if config.audit.retention_days < ward_config::AUDIT_RETENTION_FLOOR_DAYS {
         let short = Context::system(OffsetDateTime::now_utc())
             .event("settings.audit_retention_short", Outcome::Success)
@@ -99,6 +106,25 @@ pub async fn run(
     }
     let checkpoints = CancellationToken::new();
     let checkpointer = tokio::spawn(audit.clone().run_checkpointer(checkpoints.clone()));
+    let forwarder = match (&config.audit.syslog_addr, config.audit.syslog_name()) {
+        (Some(addr), Some(server_name)) => {
+            if let Some(ca) = &config.audit.syslog_ca_file {
+                std::fs::read(ca)
+                    .map_err(|e| Failure::runtime(format!("audit.syslog_ca_file {}: {e}", ca.display())))?;
+            }
+            let settings = ward_audit::syslog::SyslogSettings {
+                addr: addr.clone(),
+                server_name,
+                ca_file: config.audit.syslog_ca_file.clone(),
+                hostname: hostname(),
+                cursor_file: server.data_dir.join("audit/syslog.cursor"),
+                poll_interval: std::time::Duration::from_millis(500),
+            };
+            tracing::info!(addr = %addr, "streaming audit records to syslog over TLS");
+            Some(tokio::spawn(ward_audit::syslog::run_forwarder(store.clone(), settings, checkpoints.clone())))
+        }
+        _ => None,
+    };
     tracing::info!(backend = store.backend().as_str(), data_dir = %server.data_dir.display(), "ward ready");
     // The one line scripts and tests wait for; printed directly so its form never changes.
     eprintln!("ward listening on {}", app.url());
@@ -106,6 +132,11 @@ pub async fn run(
     let result = app.run(shutdown_signal()).await;
     checkpoints.cancel();
     let _ = checkpointer.await;
+    if let Some(f) = forwarder
+        && let Ok(Err(e)) = f.await
+    {
+        tracing::error!(error = %e, "syslog forwarding stopped with an error");
+    }
     let stop = Context::system(OffsetDateTime::now_utc()).event("server.stop", Outcome::Success);
     if let Err(e) = audit.record_alone(&stop).await {
         tracing::error!(error = %e, "cannot record server.stop");
@@ -134,4 +165,14 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+}
+
+/// This machine's name for syslog headers (`HOSTNAME`, else `/etc/hostname`, else `ward`).
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ward".to_string())
 }

@@ -29,6 +29,8 @@ pub struct EventsQuery {
     action: Option<String>,
     /// `success`, `failure` or `denied`.
     outcome: Option<String>,
+    /// An exact resource, e.g. `setting/session.idle_timeout_s` for a setting's history.
+    resource: Option<String>,
     /// RFC 3339 time, inclusive.
     since: Option<String>,
     /// RFC 3339 time, exclusive.
@@ -92,6 +94,7 @@ fn filter(
         since_us: micros("since", since)?,
         until_us: micros("until", until)?,
         after_seq: None,
+        resource: None,
     })
 }
 
@@ -119,6 +122,7 @@ pub async fn events(
         return Err(ApiError::invalid_request("limit: between 1 and 1000"));
     }
     let mut f = filter(q.actor, q.action, q.outcome, q.since.as_deref(), q.until.as_deref())?;
+    f.resource = q.resource;
     f.after_seq = match q.cursor.as_deref() {
         None => None,
         Some(c) => Some(c.parse::<i64>().map_err(|_| ApiError::invalid_request("cursor: not a cursor"))?),

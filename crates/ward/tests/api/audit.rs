@@ -342,3 +342,31 @@ fn export_from_the_command_line_is_recorded() {
     let (code, text) = verify(&dir.path);
     assert_eq!(code, Some(0), "{text}");
 }
+
+#[tokio::test]
+async fn setting_changes_between_starts_are_recorded_with_old_and_new_values() {
+    let dir = data_dir();
+    add_user(&dir.path, &[], "audra", "auditor", "auditor passphrase 1");
+    let first = Server::plain(&dir.path);
+    signal(&first.child, "TERM");
+    assert_eq!(first.wait_exit().code(), Some(0));
+    let second = Server::start(&dir.path, &["--no-tls"], &[("WARD_SESSION_IDLE_TIMEOUT_S", "600")]);
+    let auditor = login(&second, "audra", "auditor passphrase 1").await;
+    let history: serde_json::Value = second
+        .client()
+        .get(second.at("/v1/audit/events?action=settings.update&resource=setting/session.idle_timeout_s"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .expect("events")
+        .json()
+        .await
+        .expect("json");
+    let events = history["events"].as_array().expect("events");
+    assert_eq!(events.len(), 2, "initial value, then one change: {history}");
+    assert_eq!(events[0]["reason"], "initial");
+    assert_eq!(events[0]["details"]["new"], "900");
+    assert_eq!(events[1]["details"]["old"], "900");
+    assert_eq!(events[1]["details"]["new"], "600");
+    assert_eq!(events[1]["actor"]["via"], "system");
+}

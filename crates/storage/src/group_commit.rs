@@ -1,0 +1,189 @@
+//! Group commit: many logical transactions, one disk flush.
+//!
+//! Every audited write appends to the one audit chain, so writes are serialized anyway
+//! (SQLite admits one writer; on PostgreSQL the `audit_head` row lock orders them), and a
+//! durable commit flushes the log to disk (milliseconds on real disks). Instead of one
+//! flush per request, Ward's write transactions are *logical*: each runs inside a `SAVEPOINT` of a shared
+//! physical transaction and is released into it. The physical transaction commits — one
+//! flush — as soon as no other writer is queued (so a lone request waits for nothing),
+//! or when the batch reaches [`MAX_BATCH`] transactions or [`MAX_AGE`]. Every logical
+//! commit waits for the physical commit before it returns: nothing is acknowledged before
+//! it is durable, and if the flush fails every transaction of the batch gets the error.
+//!
+//! A logical transaction that rolls back (or is dropped) rolls back to its savepoint
+//! only; the others in the batch are unaffected.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::{Database, Executor, Pool, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+
+use crate::{Result, StoreError};
+
+/// Most logical transactions in one physical commit.
+pub const MAX_BATCH: usize = 128;
+/// Oldest a batch may get before it is committed even with writers queued.
+pub const MAX_AGE: Duration = Duration::from_millis(20);
+
+type Waiter = oneshot::Sender<std::result::Result<(), String>>;
+
+pub(crate) struct Batch<DB: Database> {
+    tx: Option<Transaction<'static, DB>>,
+    opened: Option<Instant>,
+    /// Released logical transactions waiting for the physical commit.
+    pending: Vec<Waiter>,
+    savepoints: u64,
+}
+
+/// What the group writer needs of an engine: its connection runs plain SQL.
+pub trait Engine: Database {
+    /// The statement that opens a physical write transaction.
+    const BEGIN: &'static str;
+}
+
+impl Engine for sqlx::Sqlite {
+    /// Take the write lock at once, so no transaction fails half-way on lock upgrade.
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+}
+
+impl Engine for sqlx::Postgres {
+    const BEGIN: &'static str = "BEGIN";
+}
+
+/// Shared by every write transaction of one store.
+pub(crate) struct GroupWriter<DB: Engine> {
+    pool: Pool<DB>,
+    batch: Arc<Mutex<Batch<DB>>>,
+    /// Writers waiting for the batch lock: while there are some, a commit leaves the
+    /// physical transaction open for them to join.
+    queued: AtomicUsize,
+}
+
+impl<DB: Engine> GroupWriter<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    pub(crate) fn new(pool: Pool<DB>) -> Arc<Self> {
+        let batch = Batch { tx: None, opened: None, pending: Vec::new(), savepoints: 0 };
+        Arc::new(Self { pool, batch: Arc::new(Mutex::new(batch)), queued: AtomicUsize::new(0) })
+    }
+
+    /// Starts a logical transaction (opening the physical one if needed).
+    pub(crate) async fn begin(self: &Arc<Self>) -> Result<GroupTx<DB>> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.batch.clone().lock_owned().await;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        if guard.tx.is_none() {
+            guard.tx = Some(self.pool.begin_with(DB::BEGIN).await?);
+            guard.opened = Some(Instant::now());
+        }
+        guard.savepoints += 1;
+        let savepoint = format!("ward_w{}", guard.savepoints);
+        let mut tx = GroupTx { guard: Some(guard), writer: self.clone(), savepoint };
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SAVEPOINT {}", tx.savepoint))).execute(tx.conn()).await?;
+        Ok(tx)
+    }
+
+    /// Commits the physical transaction if nobody is queued to join it, or it is full or
+    /// old; wakes every waiter of the batch with the outcome.
+    async fn flush_if_due(&self, guard: &mut OwnedMutexGuard<Batch<DB>>) {
+        let full = guard.pending.len() >= MAX_BATCH || guard.opened.is_some_and(|t| t.elapsed() >= MAX_AGE);
+        if self.queued.load(Ordering::SeqCst) > 0 && !full {
+            return;
+        }
+        let Some(tx) = guard.tx.take() else { return };
+        guard.opened = None;
+        let outcome = tx.commit().await.map_err(|e| e.to_string());
+        for waiter in guard.pending.drain(..) {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+}
+
+/// A logical write transaction (see the module docs).
+pub struct GroupTx<DB: Engine>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    guard: Option<OwnedMutexGuard<Batch<DB>>>,
+    writer: Arc<GroupWriter<DB>>,
+    savepoint: String,
+}
+
+/// A logical write transaction on SQLite.
+pub type SqliteTx = GroupTx<sqlx::Sqlite>;
+/// A logical write transaction on PostgreSQL.
+pub type PgTx = GroupTx<sqlx::Postgres>;
+
+impl<DB: Engine> GroupTx<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    pub(crate) fn conn(&mut self) -> &mut DB::Connection {
+        // Invariant: while a logical transaction holds the guard, the batch has an open
+        // physical transaction (opened in `begin`, taken only in `flush_if_due` after
+        // the logical transaction released or rolled back).
+        let batch = self.guard.as_mut().expect("a live logical transaction holds the batch");
+        batch.tx.as_mut().expect("the batch has an open transaction")
+    }
+
+    pub(crate) async fn finish_commit(mut self: Box<Self>) -> Result<()> {
+        let release = format!("RELEASE SAVEPOINT {}", self.savepoint);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(release)).execute(self.conn()).await?;
+        let (tx, rx) = oneshot::channel();
+        let mut guard = self.guard.take().expect("a live logical transaction holds the batch");
+        guard.pending.push(tx);
+        self.writer.flush_if_due(&mut guard).await;
+        drop(guard);
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+            Err(_) => Err(StoreError::Unavailable("the commit batch was abandoned".into())),
+        }
+    }
+
+    pub(crate) async fn finish_rollback(mut self: Box<Self>) -> Result<()> {
+        let mut guard = self.guard.take().expect("a live logical transaction holds the batch");
+        let result = rollback_to(&mut guard, &self.savepoint).await;
+        self.writer.flush_if_due(&mut guard).await;
+        result
+    }
+}
+
+async fn rollback_to<DB: Engine>(guard: &mut OwnedMutexGuard<Batch<DB>>, savepoint: &str) -> Result<()>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let Some(tx) = guard.tx.as_mut() else { return Ok(()) };
+    let sql = format!("ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut **tx).await?;
+    Ok(())
+}
+
+impl<DB: Engine> Drop for GroupTx<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    /// Dropped without commit or rollback (an error path): undo this transaction's work
+    /// and let the batch go on, on a task since `Drop` cannot wait.
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            let writer = self.writer.clone();
+            let savepoint = std::mem::take(&mut self.savepoint);
+            tokio::spawn(async move {
+                if rollback_to(&mut guard, &savepoint).await.is_err() {
+                    // The savepoint could not be undone: abandon the whole batch (its
+                    // waiters get an error) rather than commit half of this transaction.
+                    guard.tx = None;
+                    for waiter in guard.pending.drain(..) {
+                        let _ = waiter.send(Err("the batch was rolled back".into()));
+                    }
+                    return;
+                }
+                writer.flush_if_due(&mut guard).await;
+            });
+        }
+    }
+}
