@@ -121,7 +121,7 @@ impl Default for DatabaseConfig {
 pub struct SessionConfig {
     /// A session unused this long ends (floor 10 s for tests, ceiling 12 h).
     pub idle_timeout_s: u64,
-    /// A session ends this long after sign-in, used or not.
+    /// A session ends this long after sign-in, used or not (floor 60 s, ceiling 12 h).
     pub absolute_timeout_s: u64,
 }
 
@@ -248,7 +248,7 @@ impl Config {
         self.database_location()?;
         let se = &self.session;
         in_range("session.idle_timeout_s", se.idle_timeout_s, 10, 43_200)?;
-        in_range("session.absolute_timeout_s", se.absolute_timeout_s, 900, 43_200)?;
+        in_range("session.absolute_timeout_s", se.absolute_timeout_s, 60, 43_200)?;
         if se.idle_timeout_s > se.absolute_timeout_s {
             return Err(ConfigError::invalid("session.idle_timeout_s", "must not exceed session.absolute_timeout_s"));
         }
