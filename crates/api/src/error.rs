@@ -12,11 +12,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (seconds) with 423 and 429.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after_s: None }
     }
 
     pub fn invalid_request(message: impl Into<String>) -> Self {
@@ -65,6 +67,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.status.into_response();
+        if let Some(secs) = self.retry_after_s
+            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
         response.extensions_mut().insert(self);
         response
     }
@@ -98,6 +105,25 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCredentials => {
                 Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "invalid username or password")
             }
+            AuthError::Locked { retry_after_s } => Self {
+                retry_after_s,
+                ..Self::new(
+                    StatusCode::LOCKED,
+                    "account_locked",
+                    match retry_after_s {
+                        Some(_) => "too many failed sign-ins: try again after the Retry-After delay",
+                        None => "too many failed sign-ins: an administrator must unlock the account",
+                    },
+                )
+            },
+            AuthError::RateLimited { retry_after_s } => Self {
+                retry_after_s: Some(retry_after_s),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many sign-in attempts from this address",
+                )
+            },
             AuthError::Unauthenticated => Self::unauthenticated(),
             AuthError::SessionExpired => {
                 Self::new(StatusCode::UNAUTHORIZED, "session_expired", "the session has ended")

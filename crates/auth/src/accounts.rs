@@ -22,6 +22,39 @@ pub struct SessionLimits {
     pub absolute: Duration,
 }
 
+/// The rules of sign-in: password policy, automatic logoff, and brute-force protection.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthSettings {
+    pub policy: PasswordPolicy,
+    pub limits: SessionLimits,
+    /// Failures after which each further failure locks for 1 s, 2 s, 4 s, … (max 15 min).
+    pub lockout_threshold: i64,
+    /// Failures after which the account stays locked until unlocked by an administrator.
+    pub hard_lock_threshold: i64,
+    /// Sign-in attempts per client IP per minute, on this node.
+    pub attempts_per_ip_per_minute: u32,
+}
+
+impl AuthSettings {
+    /// The lock deadline after `failures` consecutive failures at `now`.
+    pub fn lock_until(&self, failures: i64, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        if failures >= self.hard_lock_threshold {
+            return Some(OffsetDateTime::new_utc(
+                time::Date::from_calendar_date(9999, time::Month::December, 31).ok()?,
+                time::Time::MIDNIGHT,
+            ));
+        }
+        if failures < self.lockout_threshold {
+            return None;
+        }
+        let exponent = u32::try_from(failures - self.lockout_threshold).unwrap_or(u32::MAX).min(20);
+        let secs = 2u64.saturating_pow(exponent).min(15 * 60);
+        Some(now + Duration::from_secs(secs))
+    }
+}
+
+type IpLimiter = governor::DefaultKeyedRateLimiter<String>;
+
 /// What a successful sign-in hands back. The token is shown once and never stored.
 #[derive(Debug)]
 pub struct LoginSuccess {
@@ -60,17 +93,16 @@ pub struct Accounts {
     hasher: PasswordHasher,
     policy: PasswordPolicy,
     limits: SessionLimits,
+    settings: AuthSettings,
+    per_ip: Arc<IpLimiter>,
 }
 
 impl Accounts {
-    pub fn new(
-        store: Arc<dyn Store>,
-        audit: AuditLog,
-        hasher: PasswordHasher,
-        policy: PasswordPolicy,
-        limits: SessionLimits,
-    ) -> Self {
-        Self { store, audit, hasher, policy, limits }
+    pub fn new(store: Arc<dyn Store>, audit: AuditLog, hasher: PasswordHasher, settings: AuthSettings) -> Self {
+        let per_minute =
+            std::num::NonZeroU32::new(settings.attempts_per_ip_per_minute).unwrap_or(std::num::NonZeroU32::MIN);
+        let per_ip = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)));
+        Self { store, audit, hasher, policy: settings.policy, limits: settings.limits, settings, per_ip }
     }
 
     /// Creates a user after checking the name, the roles and the password policy.
@@ -177,10 +209,35 @@ impl Accounts {
     /// disabled accounts all answer [`AuthError::InvalidCredentials`], after the same
     /// argon2 work; the audit record keeps the real reason.
     pub async fn login(&self, ctx: &Context, username: &str, password: &str) -> Result<LoginSuccess, AuthError> {
+        let refuse = |reason: &str, user_id: Option<Uuid>| {
+            let mut event = ctx.event("auth.login", Outcome::Failure).claimed_username(username).reason(reason);
+            event.actor.user_id = user_id.map(|id| id.to_string());
+            event
+        };
+        if let Some(ip) = &ctx.ip {
+            if self.per_ip.len() > 100_000 {
+                self.per_ip.retain_recent();
+            }
+            if let Err(not_until) = self.per_ip.check_key(ip) {
+                use governor::clock::Clock as _;
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                self.audit.record_alone(&refuse("rate_limited", None)).await?;
+                return Err(AuthError::RateLimited { retry_after_s: wait.as_secs().max(1) });
+            }
+        }
         let record = match Username::parse(username) {
             Ok(name) => self.store.user_by_username_key(&name.key()).await?,
             Err(_) => None,
         };
+        if let Some(r) = &record
+            && let Some(until) = r.locked_until
+            && until > ctx.now
+        {
+            self.audit.record_alone(&refuse("locked", Some(r.id))).await?;
+            let hard = r.failed_logins >= self.settings.hard_lock_threshold;
+            let retry_after_s = (!hard).then(|| u64::try_from((until - ctx.now).whole_seconds()).unwrap_or(0).max(1));
+            return Err(AuthError::Locked { retry_after_s });
+        }
         let verified = self.verify(password, record.as_ref().map(|r| r.password_hash.clone())).await?;
         let refusal = match &record {
             None => Some("unknown_user"),
@@ -189,11 +246,20 @@ impl Accounts {
             Some(_) => None,
         };
         if let Some(reason) = refusal {
-            let mut event = ctx.event("auth.login", Outcome::Failure).claimed_username(username).reason(reason);
-            if let Some(r) = &record {
-                event.actor.user_id = Some(r.id.to_string());
+            let event = refuse(reason, record.as_ref().map(|r| r.id));
+            match &record {
+                Some(r) if reason == "bad_password" => {
+                    let mut tx = self.store.begin().await?;
+                    let settings = self.settings;
+                    let now = ctx.now;
+                    let count = tx.record_login_failure(r.id, &move |n| settings.lock_until(n, now)).await?;
+                    self.audit.record(&mut *tx, &event.detail("failed_logins", count)).await?;
+                    tx.commit().await?;
+                }
+                _ => {
+                    self.audit.record_alone(&event).await?;
+                }
             }
-            self.audit.record_alone(&event).await?;
             return Err(AuthError::InvalidCredentials);
         }
         let record = record.ok_or(AuthError::InvalidCredentials)?;
@@ -213,6 +279,9 @@ impl Accounts {
             user_agent: ctx.user_agent.clone(),
         };
         let mut tx = self.store.begin().await?;
+        if record.failed_logins > 0 || record.locked_until.is_some() {
+            tx.unlock_user(record.id, now).await?;
+        }
         tx.insert_session(&session).await?;
         let event = ctx
             .event("auth.login", Outcome::Success)

@@ -21,6 +21,13 @@ pub enum AuthError {
     /// Wrong password, unknown user or disabled account: one answer for all three.
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// Too many failed sign-ins: locked until `retry_after_s` from now, or (None) until
+    /// an administrator unlocks the account.
+    #[error("the account is locked after repeated failed sign-ins")]
+    Locked { retry_after_s: Option<u64> },
+    /// Too many sign-in attempts from one address.
+    #[error("too many sign-in attempts from this address")]
+    RateLimited { retry_after_s: u64 },
     /// No token, or a token that matches no session.
     #[error("authentication required")]
     Unauthenticated,
@@ -48,6 +55,8 @@ impl AuthError {
             AuthError::UsernameTaken => "username_taken",
             AuthError::UserNotFound => "user_not_found",
             AuthError::InvalidCredentials => "invalid_credentials",
+            AuthError::Locked { .. } => "locked",
+            AuthError::RateLimited { .. } => "rate_limited",
             AuthError::Unauthenticated => "unauthenticated",
             AuthError::SessionExpired => "session_expired",
             AuthError::Store(_) | AuthError::Audit(_) | AuthError::Hash(_) => "internal",

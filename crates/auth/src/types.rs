@@ -86,8 +86,12 @@ impl Username {
     }
 }
 
-/// NIST SP 800-63B length rules: no composition rules, a length window, and no
-/// password equal to the username. (The breached-password blocklist extends this.)
+/// NIST SP 800-63B rules: no composition rules, a length window, no password that is or
+/// contains the username, and no password found in the common and breached password
+/// dictionaries or built from an easily guessed pattern. The dictionary check is zxcvbn
+/// (its password frequency lists, English words, names, keyboard patterns, dates and
+/// l33t substitutions), with the username as an extra dictionary word so its variants are
+/// refused too; a password scoring below 3 of 4 ("safely unguessable") is refused.
 #[derive(Debug, Clone, Copy)]
 pub struct PasswordPolicy {
     pub min_length: usize,
@@ -112,6 +116,14 @@ impl PasswordPolicy {
         // Containment is only meaningful for names long enough not to occur by chance.
         if folded == name || (name.chars().count() >= 4 && folded.contains(&name)) {
             return Err(AuthError::WeakPassword("must not contain the username".into()));
+        }
+        let estimate = zxcvbn::zxcvbn(password, &[username.as_str(), &name]);
+        if (estimate.score() as u8) < 3 {
+            return Err(AuthError::WeakPassword(
+                "is too easy to guess: it is a common or breached password, a dictionary word, a variant \
+                 of the username, or a simple pattern; a passphrase of several unrelated words works well"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -157,6 +169,10 @@ mod tests {
         assert!(p.check(&"x".repeat(129), &u).expect_err("long").to_string().contains("at most 128"));
         assert!(p.check("xxAlice-2026-xx", &u).expect_err("name").to_string().contains("username"));
         assert!(p.check("plenty long passphrase", &u).is_ok());
+        for common in ["password1234", "qwertyuiop123", "iloveyou2024", "Alice12345678!", "123456789012"] {
+            let e = p.check(common, &u).expect_err(common).to_string();
+            assert!(e.contains("too easy to guess") || e.contains("username"), "{common}: {e}");
+        }
         let short = Username::parse("al").expect("valid");
         assert!(p.check("always allowed passphrase", &short).is_ok(), "short names are not substrings rules");
     }

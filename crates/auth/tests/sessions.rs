@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use ward_audit::{AuditLog, AuditSettings, Context, Via};
-use ward_auth::{Accounts, AuthError, PasswordPolicy, SessionLimits};
+use ward_auth::{Accounts, AuthError, AuthSettings, PasswordPolicy, SessionLimits};
 use ward_crypto::PasswordHasher;
 use ward_storage::{AuditFilter, ConnectOptions, Store, Target};
 
@@ -37,7 +37,14 @@ async fn env() -> Env {
     .expect("audit");
     let limits = SessionLimits { idle: Duration::from_secs(900), absolute: Duration::from_secs(43_200) };
     let hasher = PasswordHasher::new(1024, 1, 1).expect("params");
-    Env { accounts: Accounts::new(store.clone(), audit, hasher, PasswordPolicy::new(12), limits), store, _dir: dir }
+    let settings = AuthSettings {
+        policy: PasswordPolicy::new(12),
+        limits,
+        lockout_threshold: 5,
+        hard_lock_threshold: 20,
+        attempts_per_ip_per_minute: 1000,
+    };
+    Env { accounts: Accounts::new(store.clone(), audit, hasher, settings), store, _dir: dir }
 }
 
 fn t0() -> OffsetDateTime {
@@ -124,4 +131,46 @@ async fn failures_answer_alike_but_are_recorded_with_their_reason_and_without_th
     assert!(!text.contains("Secret-Marker") && !text.contains("long enough password"), "no password in audit");
     let garbage = a.authenticate(&at(t0()), "not-a-token").await;
     assert!(matches!(garbage, Err(AuthError::Unauthenticated)));
+}
+
+#[tokio::test]
+async fn failures_lock_exponentially_then_hard_until_unlocked_and_success_resets() {
+    let e = env().await;
+    let a = &e.accounts;
+    let cli = Context::cli(None, t0());
+    a.create_user(&cli, "lock.me", "long enough password", &["staff".into()]).await.expect("user");
+    let mut now = t0();
+    for _ in 0..5 {
+        let r = a.login(&at(now), "lock.me", "wrong password!!").await;
+        assert!(matches!(r, Err(AuthError::InvalidCredentials)), "{r:?}");
+    }
+    // The fifth failure locked the account for 1 s: even the right password is refused.
+    let r = a.login(&at(now), "lock.me", "long enough password").await;
+    assert!(matches!(r, Err(AuthError::Locked { retry_after_s: Some(1) })), "{r:?}");
+    // Each further failure doubles the delay.
+    now += Duration::from_secs(2);
+    assert!(matches!(a.login(&at(now), "lock.me", "wrong password!!").await, Err(AuthError::InvalidCredentials)));
+    assert!(matches!(a.login(&at(now), "lock.me", "x").await, Err(AuthError::Locked { retry_after_s: Some(2) })));
+    // A success after the delay resets the count.
+    now += Duration::from_secs(3);
+    a.login(&at(now), "lock.me", "long enough password").await.expect("success after the delay");
+    for i in 0..20 {
+        now += Duration::from_secs(16 * 60); // past any temporary lock
+        let r = a.login(&at(now), "lock.me", "wrong password!!").await;
+        assert!(matches!(r, Err(AuthError::InvalidCredentials)), "failure {i}: {r:?}");
+    }
+    now += Duration::from_secs(24 * 3600);
+    let r = a.login(&at(now), "lock.me", "long enough password").await;
+    assert!(matches!(r, Err(AuthError::Locked { retry_after_s: None })), "hard lock: {r:?}");
+    a.unlock(&Context::cli(None, now), "lock.me").await.expect("unlock");
+    a.login(&at(now), "lock.me", "long enough password").await.expect("unlocked");
+    let locked = e
+        .store
+        .audit_search(&AuditFilter { action: Some("auth.login".into()), ..Default::default() }, 1000)
+        .await
+        .expect("search")
+        .into_iter()
+        .filter(|r| r.reason.as_deref() == Some("locked"))
+        .count();
+    assert_eq!(locked, 3, "every refused attempt while locked is recorded");
 }

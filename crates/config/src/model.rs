@@ -137,11 +137,24 @@ impl Default for SessionConfig {
 pub struct AuthConfig {
     /// Shortest accepted password (NIST SP 800-63B; floor 8).
     pub password_min_length: usize,
+    /// Consecutive failed sign-ins after which each further failure locks the account for
+    /// an exponentially growing time (1 s, 2 s, 4 s, … up to 15 min).
+    pub lockout_threshold: u64,
+    /// Consecutive failed sign-ins after which the account stays locked until an
+    /// administrator unlocks it (`ward user unlock`, `POST /v1/users/{id}/unlock`).
+    pub hard_lock_threshold: u64,
+    /// Sign-in attempts accepted per client IP per minute, per node (429 beyond).
+    pub login_attempts_per_ip_per_minute: u32,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { password_min_length: 12 }
+        Self {
+            password_min_length: 12,
+            lockout_threshold: 5,
+            hard_lock_threshold: 20,
+            login_attempts_per_ip_per_minute: 60,
+        }
     }
 }
 
@@ -276,6 +289,14 @@ impl Config {
             ));
         }
         in_range("auth.password_min_length", self.auth.password_min_length as u64, 8, 128)?;
+        in_range("auth.lockout_threshold", self.auth.lockout_threshold, 3, 50)?;
+        in_range("auth.hard_lock_threshold", self.auth.hard_lock_threshold, self.auth.lockout_threshold + 1, 100)?;
+        in_range(
+            "auth.login_attempts_per_ip_per_minute",
+            u64::from(self.auth.login_attempts_per_ip_per_minute),
+            1,
+            100_000,
+        )?;
         Ok(())
     }
 
@@ -323,6 +344,9 @@ impl Config {
             "session.idle_timeout_s",
             "session.absolute_timeout_s",
             "auth.password_min_length",
+            "auth.lockout_threshold",
+            "auth.hard_lock_threshold",
+            "auth.login_attempts_per_ip_per_minute",
             "audit.checkpoint_every_records",
             "audit.checkpoint_interval_s",
             "audit.retention_days",

@@ -195,6 +195,23 @@ macro_rules! impl_common_stores {
                 Ok(changed == 1)
             }
 
+            async fn record_login_failure(
+                &mut self,
+                id: uuid::Uuid,
+                lock_for: &(dyn Fn(i64) -> Option<time::OffsetDateTime> + Send + Sync),
+            ) -> $crate::Result<i64> {
+                let count: i64 = sqlx::query_scalar($crate::rows::sql::COUNT_FAILURE)
+                    .bind(id.to_string())
+                    .fetch_one(self.conn())
+                    .await?;
+                sqlx::query($crate::rows::sql::SET_LOCK)
+                    .bind(id.to_string())
+                    .bind(lock_for(count).map($crate::rows::millis))
+                    .execute(self.conn())
+                    .await?;
+                Ok(count)
+            }
+
             async fn insert_session(&mut self, s: &$crate::SessionRecord) -> $crate::Result<()> {
                 sqlx::query($crate::rows::sql::INSERT_SESSION)
                     .bind(s.id.to_string())

@@ -125,6 +125,13 @@ pub trait StoreTx: Send {
     async fn set_password_hash(&mut self, id: Uuid, hash: &str, now: OffsetDateTime) -> Result<bool>;
     /// Clears failed-login counters and any lock.
     async fn unlock_user(&mut self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
+    /// Counts one more consecutive failed sign-in and sets the lock deadline computed from
+    /// the new count by `lock_for`; returns the new count.
+    async fn record_login_failure(
+        &mut self,
+        id: Uuid,
+        lock_for: &(dyn Fn(i64) -> Option<OffsetDateTime> + Send + Sync),
+    ) -> Result<i64>;
     async fn insert_session(&mut self, session: &SessionRecord) -> Result<()>;
     /// Revokes one session; false if it was unknown or already revoked.
     async fn revoke_session(&mut self, id: Uuid, now: OffsetDateTime) -> Result<bool>;

@@ -101,6 +101,9 @@ pub(crate) mod sql {
     pub const SET_DISABLED: &str = "UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1";
     pub const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1";
     pub const UNLOCK: &str = "UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = $2 WHERE id = $1";
+    pub const COUNT_FAILURE: &str =
+        "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins";
+    pub const SET_LOCK: &str = "UPDATE users SET locked_until = $2 WHERE id = $1";
     pub const REVOKE_USER_SESSIONS: &str =
         "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
     pub const INSERT_SESSION: &str = "INSERT INTO sessions (id, token_hash, user_id, created_at, last_seen_at, \

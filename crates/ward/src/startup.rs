@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 use ward_audit::{AuditLog, AuditSettings};
-use ward_auth::{Accounts, PasswordPolicy, SessionLimits};
+use ward_auth::{Accounts, AuthSettings, PasswordPolicy, SessionLimits};
 use ward_config::{Config, ConfigError, DatabaseLocation, Layers, LogFormat};
 use ward_crypto::PasswordHasher;
 use ward_storage::{ConnectOptions, Store, Target};
@@ -108,5 +108,12 @@ pub fn accounts(config: &Config, store: Arc<dyn Store>, audit: AuditLog) -> Resu
         idle: Duration::from_secs(config.session.idle_timeout_s),
         absolute: Duration::from_secs(config.session.absolute_timeout_s),
     };
-    Ok(Accounts::new(store, audit, hasher, PasswordPolicy::new(config.auth.password_min_length), limits))
+    let settings = AuthSettings {
+        policy: PasswordPolicy::new(config.auth.password_min_length),
+        limits,
+        lockout_threshold: i64::try_from(config.auth.lockout_threshold).unwrap_or(i64::MAX),
+        hard_lock_threshold: i64::try_from(config.auth.hard_lock_threshold).unwrap_or(i64::MAX),
+        attempts_per_ip_per_minute: config.auth.login_attempts_per_ip_per_minute,
+    };
+    Ok(Accounts::new(store, audit, hasher, settings))
 }

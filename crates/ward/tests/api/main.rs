@@ -6,6 +6,7 @@ mod cli_users;
 mod config_errors;
 mod errors_and_headers;
 mod helpers;
+mod lockout;
 mod logging;
 mod postgres;
 mod serve;
