@@ -96,6 +96,19 @@ pub struct Caller {
     pub ctx: Context,
 }
 
+impl Caller {
+    /// Lets the request on only if the caller holds `role`; a refusal answers 403
+    /// `forbidden` and is recorded as `denied` under `action`.
+    pub async fn require(&self, state: &AppState, role: ward_auth::Role, action: &str) -> Result<(), ApiError> {
+        if self.who.has_role(role) {
+            return Ok(());
+        }
+        let event = self.ctx.event(action, ward_audit::Outcome::Denied).reason(format!("requires role {role}"));
+        state.audit.record_alone(&event).await?;
+        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this requires the {role} role")))
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 

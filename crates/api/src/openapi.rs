@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&BearerAuth),
     tags((name = "operations", description = "Health, readiness, metrics"),
          (name = "auth", description = "Sign-in and sessions"),
+         (name = "users", description = "Account administration, for administrators"),
          (name = "audit", description = "The audit trail, for auditors"))
 )]
 pub struct ApiDoc;

@@ -85,6 +85,13 @@ impl Authenticated {
     }
 }
 
+/// Names a user: by username (the CLI) or by id (the API).
+#[derive(Debug, Clone, Copy)]
+pub enum UserRef<'a> {
+    Name(&'a str),
+    Id(Uuid),
+}
+
 /// The identity service. Cheap to clone.
 #[derive(Clone)]
 pub struct Accounts {
@@ -161,10 +168,44 @@ impl Accounts {
         User::try_from(&record)
     }
 
-    /// Disables a user and revokes every session at once.
-    pub async fn disable(&self, ctx: &Context, username: &str) -> Result<User, AuthError> {
+    /// Looks a user up by name or id.
+    pub async fn find(&self, who: UserRef<'_>) -> Result<User, AuthError> {
+        match who {
+            UserRef::Name(name) => self.find_by_username(name).await,
+            UserRef::Id(id) => User::try_from(&self.store.user_by_id(id).await?.ok_or(AuthError::UserNotFound)?),
+        }
+    }
+
+    /// Replaces a user's roles (administrators).
+    pub async fn set_roles(&self, ctx: &Context, who: UserRef<'_>, roles: &[String]) -> Result<User, AuthError> {
         let attempt = async {
-            let user = self.find_by_username(username).await?;
+            let user = self.find(who).await?;
+            let mut parsed = roles.iter().map(|r| r.parse()).collect::<Result<Vec<Role>, _>>()?;
+            parsed.sort();
+            parsed.dedup();
+            if parsed.is_empty() {
+                return Err(AuthError::NoRole);
+            }
+            let names: Vec<String> = parsed.iter().map(|r| r.as_str().to_string()).collect();
+            let old: Vec<String> = user.roles.iter().map(|r| r.as_str().to_string()).collect();
+            let mut tx = self.store.begin().await?;
+            tx.set_user_roles(user.id, &names, ctx.now).await?;
+            let event = ctx
+                .event("user.update", Outcome::Success)
+                .resource(format!("user/{}", user.id))
+                .detail("old_roles", old)
+                .detail("new_roles", names);
+            self.audit.record(&mut *tx, &event).await?;
+            tx.commit().await?;
+            Ok(User { roles: parsed, ..user })
+        };
+        self.audited_failure(ctx, "user.update", None, attempt.await).await
+    }
+
+    /// Disables a user and revokes every session at once.
+    pub async fn disable(&self, ctx: &Context, who: UserRef<'_>) -> Result<User, AuthError> {
+        let attempt = async {
+            let user = self.find(who).await?;
             let mut tx = self.store.begin().await?;
             tx.set_user_disabled(user.id, true, ctx.now).await?;
             let event = ctx.event("user.disable", Outcome::Success).resource(format!("user/{}", user.id));
@@ -176,9 +217,9 @@ impl Accounts {
     }
 
     /// Clears failed sign-in counters and locks.
-    pub async fn unlock(&self, ctx: &Context, username: &str) -> Result<User, AuthError> {
+    pub async fn unlock(&self, ctx: &Context, who: UserRef<'_>) -> Result<User, AuthError> {
         let attempt = async {
-            let user = self.find_by_username(username).await?;
+            let user = self.find(who).await?;
             let mut tx = self.store.begin().await?;
             tx.unlock_user(user.id, ctx.now).await?;
             let event = ctx.event("user.unlock", Outcome::Success).resource(format!("user/{}", user.id));
@@ -190,13 +231,13 @@ impl Accounts {
     }
 
     /// Sets a new password (policy-checked) and revokes the user's sessions.
-    pub async fn reset_password(&self, ctx: &Context, username: &str, password: &str) -> Result<User, AuthError> {
+    pub async fn reset_password(&self, ctx: &Context, who: UserRef<'_>, password: &str) -> Result<User, AuthError> {
         let attempt = async {
-            let user = self.find_by_username(username).await?;
+            let user = self.find(who).await?;
             self.policy.check(password, &Username::parse(&user.username)?)?;
             let hash = self.hash(password).await?;
             let mut tx = self.store.begin().await?;
-            tx.set_password_hash(user.id, &hash, ctx.now).await?;
+            tx.set_password_hash(user.id, &hash, None, ctx.now).await?;
             let event = ctx.event("user.password_reset", Outcome::Success).resource(format!("user/{}", user.id));
             self.audit.record(&mut *tx, &event).await?;
             tx.commit().await?;
@@ -338,6 +379,56 @@ impl Accounts {
         self.store.touch_session(session.id, now, idle_expires_at).await?;
         let session = SessionRecord { last_seen_at: now, idle_expires_at, ..session };
         Ok(Authenticated { user: User::try_from(&record)?, session })
+    }
+
+    /// The caller's live sessions.
+    pub async fn sessions(&self, who: &Authenticated, now: OffsetDateTime) -> Result<Vec<SessionRecord>, AuthError> {
+        Ok(self.store.live_sessions(who.user.id, now).await?)
+    }
+
+    /// Ends one of the caller's own sessions; another user's session is "not found".
+    pub async fn revoke_own_session(&self, ctx: &Context, who: &Authenticated, id: Uuid) -> Result<(), AuthError> {
+        let session = self.store.session_by_id(id).await?.filter(|s| s.user_id == who.user.id);
+        let Some(session) = session else {
+            let event =
+                ctx.event("session.revoke", Outcome::Failure).resource(format!("session/{id}")).reason("not_found");
+            self.audit.record_alone(&event).await?;
+            return Err(AuthError::UserNotFound);
+        };
+        let mut tx = self.store.begin().await?;
+        tx.revoke_session(session.id, ctx.now).await?;
+        let event = ctx.event("session.revoke", Outcome::Success).resource(format!("session/{}", session.id));
+        self.audit.record(&mut *tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Changes the caller's password after checking the current one; every other session
+    /// of the user ends, the calling one stays.
+    pub async fn change_password(
+        &self,
+        ctx: &Context,
+        who: &Authenticated,
+        current: &str,
+        new: &str,
+    ) -> Result<(), AuthError> {
+        let record = self.store.user_by_id(who.user.id).await?.ok_or(AuthError::UserNotFound)?;
+        if !self.verify(current, Some(record.password_hash.clone())).await? {
+            let event = ctx.event("user.password_change", Outcome::Failure).reason("bad_password");
+            self.audit.record_alone(&event).await?;
+            return Err(AuthError::InvalidCredentials);
+        }
+        let attempt = async {
+            self.policy.check(new, &Username::parse(&record.username)?)?;
+            let hash = self.hash(new).await?;
+            let mut tx = self.store.begin().await?;
+            tx.set_password_hash(record.id, &hash, Some(who.session.id), ctx.now).await?;
+            let event = ctx.event("user.password_change", Outcome::Success).resource(format!("user/{}", record.id));
+            self.audit.record(&mut *tx, &event).await?;
+            tx.commit().await?;
+            Ok(())
+        };
+        self.audited_failure(ctx, "user.password_change", None, attempt.await).await
     }
 
     /// Ends the caller's session at once.

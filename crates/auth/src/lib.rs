@@ -12,6 +12,6 @@ mod accounts;
 mod error;
 mod types;
 
-pub use accounts::{Accounts, AuthSettings, Authenticated, LoginSuccess, SessionLimits};
+pub use accounts::{Accounts, AuthSettings, Authenticated, LoginSuccess, SessionLimits, UserRef};
 pub use error::AuthError;
 pub use types::{PasswordPolicy, Role, User, Username};

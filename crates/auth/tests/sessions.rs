@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use ward_audit::{AuditLog, AuditSettings, Context, Via};
-use ward_auth::{Accounts, AuthError, AuthSettings, PasswordPolicy, SessionLimits};
+use ward_auth::{Accounts, AuthError, AuthSettings, PasswordPolicy, SessionLimits, UserRef};
 use ward_crypto::PasswordHasher;
 use ward_storage::{AuditFilter, ConnectOptions, Store, Target};
 
@@ -113,7 +113,7 @@ async fn failures_answer_alike_but_are_recorded_with_their_reason_and_without_th
         .expect("user");
     let wrong = a.login(&at(t0()), "same.answer", "Secret-Marker-91").await;
     let unknown = a.login(&at(t0()), "nobody.here", "Secret-Marker-92").await;
-    a.disable(&Context::cli(None, t0()), "same.answer").await.expect("disable");
+    a.disable(&Context::cli(None, t0()), UserRef::Name("same.answer")).await.expect("disable");
     let disabled = a.login(&at(t0()), "same.answer", "long enough password").await;
     for r in [wrong, unknown, disabled] {
         assert!(matches!(r, Err(AuthError::InvalidCredentials)), "{r:?}");
@@ -162,7 +162,7 @@ async fn failures_lock_exponentially_then_hard_until_unlocked_and_success_resets
     now += Duration::from_secs(24 * 3600);
     let r = a.login(&at(now), "lock.me", "long enough password").await;
     assert!(matches!(r, Err(AuthError::Locked { retry_after_s: None })), "hard lock: {r:?}");
-    a.unlock(&Context::cli(None, now), "lock.me").await.expect("unlock");
+    a.unlock(&Context::cli(None, now), UserRef::Name("lock.me")).await.expect("unlock");
     a.login(&at(now), "lock.me", "long enough password").await.expect("unlocked");
     let locked = e
         .store

@@ -54,6 +54,29 @@ macro_rules! impl_common_stores {
                     .transpose()
             }
 
+            async fn session_by_id(&self, id: uuid::Uuid) -> $crate::Result<Option<$crate::SessionRecord>> {
+                sqlx::query_as::<_, $crate::rows::SessionRow>($crate::rows::sql::SESSION_BY_ID)
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
+            }
+
+            async fn live_sessions(
+                &self,
+                user_id: uuid::Uuid,
+                now: time::OffsetDateTime,
+            ) -> $crate::Result<Vec<$crate::SessionRecord>> {
+                fetch_rows(
+                    sqlx::query_as::<_, $crate::rows::SessionRow>($crate::rows::sql::LIVE_SESSIONS)
+                        .bind(user_id.to_string())
+                        .bind($crate::rows::millis(now))
+                        .fetch_all(&self.pool)
+                        .await?,
+                )
+            }
+
             async fn touch_session(
                 &self,
                 id: uuid::Uuid,
@@ -167,6 +190,7 @@ macro_rules! impl_common_stores {
                 &mut self,
                 id: uuid::Uuid,
                 hash: &str,
+                keep: Option<uuid::Uuid>,
                 now: time::OffsetDateTime,
             ) -> $crate::Result<bool> {
                 let now = $crate::rows::millis(now);
@@ -177,9 +201,10 @@ macro_rules! impl_common_stores {
                     .execute(self.conn())
                     .await?
                     .rows_affected();
-                sqlx::query($crate::rows::sql::REVOKE_USER_SESSIONS)
+                sqlx::query($crate::rows::sql::REVOKE_OTHER_SESSIONS)
                     .bind(id.to_string())
                     .bind(now)
+                    .bind(keep.map(|k| k.to_string()).unwrap_or_default())
                     .execute(self.conn())
                     .await?;
                 Ok(changed == 1)
@@ -188,6 +213,22 @@ macro_rules! impl_common_stores {
             async fn unlock_user(&mut self, id: uuid::Uuid, now: time::OffsetDateTime) -> $crate::Result<bool> {
                 let changed = sqlx::query($crate::rows::sql::UNLOCK)
                     .bind(id.to_string())
+                    .bind($crate::rows::millis(now))
+                    .execute(self.conn())
+                    .await?
+                    .rows_affected();
+                Ok(changed == 1)
+            }
+
+            async fn set_user_roles(
+                &mut self,
+                id: uuid::Uuid,
+                roles: &[String],
+                now: time::OffsetDateTime,
+            ) -> $crate::Result<bool> {
+                let changed = sqlx::query($crate::rows::sql::SET_ROLES)
+                    .bind(id.to_string())
+                    .bind($crate::rows::roles_json(roles))
                     .bind($crate::rows::millis(now))
                     .execute(self.conn())
                     .await?

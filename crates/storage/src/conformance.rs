@@ -110,7 +110,7 @@ async fn password_change_revokes_sessions(store: &dyn Store) {
     insert_user(store, &u).await.expect("insert");
     insert_session(store, &session(u.id, "hash-dave")).await;
     let mut tx = store.begin().await.expect("begin");
-    assert!(tx.set_password_hash(u.id, "$argon2id$new", now()).await.expect("set"));
+    assert!(tx.set_password_hash(u.id, "$argon2id$new", None, now()).await.expect("set"));
     assert!(tx.unlock_user(u.id, now()).await.expect("unlock"));
     tx.commit().await.expect("commit");
     let back = store.user_by_id(u.id).await.expect("get").expect("exists");
@@ -125,6 +125,8 @@ async fn sessions_round_trip(store: &dyn Store) {
     let s = session(u.id, "hash-erin");
     insert_session(store, &s).await;
     assert_eq!(store.session_by_token_hash("hash-erin").await.expect("get"), Some(s.clone()));
+    assert_eq!(store.session_by_id(s.id).await.expect("by id"), Some(s.clone()));
+    assert_eq!(store.live_sessions(u.id, now()).await.expect("live"), vec![s.clone()]);
     let later = s.last_seen_at + Duration::from_secs(5);
     store.touch_session(s.id, later, later + Duration::from_secs(900)).await.expect("touch");
     let back = store.session_by_token_hash("hash-erin").await.expect("get").expect("exists");

@@ -121,8 +121,17 @@ pub trait StoreTx: Send {
     /// Disables or re-enables a user; disabling revokes every live session too.
     /// False if there is no such user.
     async fn set_user_disabled(&mut self, id: Uuid, disabled: bool, now: OffsetDateTime) -> Result<bool>;
-    /// Replaces the password hash and revokes every live session.
-    async fn set_password_hash(&mut self, id: Uuid, hash: &str, now: OffsetDateTime) -> Result<bool>;
+    /// Replaces the password hash and revokes every live session but `keep` (the session
+    /// that changed its own password).
+    async fn set_password_hash(
+        &mut self,
+        id: Uuid,
+        hash: &str,
+        keep: Option<Uuid>,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
+    /// Replaces a user's roles; false if there is no such user.
+    async fn set_user_roles(&mut self, id: Uuid, roles: &[String], now: OffsetDateTime) -> Result<bool>;
     /// Clears failed-login counters and any lock.
     async fn unlock_user(&mut self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
     /// Counts one more consecutive failed sign-in and sets the lock deadline computed from
@@ -159,6 +168,9 @@ pub trait UserStore {
 #[async_trait]
 pub trait SessionStore {
     async fn session_by_token_hash(&self, token_hash: &str) -> Result<Option<SessionRecord>>;
+    async fn session_by_id(&self, id: Uuid) -> Result<Option<SessionRecord>>;
+    /// A user's sessions that are neither revoked nor past their absolute limit at `now`.
+    async fn live_sessions(&self, user_id: Uuid, now: OffsetDateTime) -> Result<Vec<SessionRecord>>;
     /// Records activity: moves `last_seen_at` and the idle deadline forward. Not audited:
     /// activity is not an event, sign-in and sign-out are.
     async fn touch_session(&self, id: Uuid, now: OffsetDateTime, idle_expires_at: OffsetDateTime) -> Result<()>;

@@ -101,11 +101,19 @@ pub(crate) mod sql {
     pub const SET_DISABLED: &str = "UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1";
     pub const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1";
     pub const UNLOCK: &str = "UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = $2 WHERE id = $1";
+    pub const SET_ROLES: &str = "UPDATE users SET roles = $2, updated_at = $3 WHERE id = $1";
     pub const COUNT_FAILURE: &str =
         "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins";
     pub const SET_LOCK: &str = "UPDATE users SET locked_until = $2 WHERE id = $1";
     pub const REVOKE_USER_SESSIONS: &str =
         "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+    pub const REVOKE_OTHER_SESSIONS: &str =
+        "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL AND id <> $3";
+    pub const SESSION_BY_ID: &str = "SELECT id, token_hash, user_id, created_at, last_seen_at, idle_expires_at, \
+         expires_at, revoked_at, ip, user_agent FROM sessions WHERE id = $1";
+    pub const LIVE_SESSIONS: &str = "SELECT id, token_hash, user_id, created_at, last_seen_at, idle_expires_at, \
+         expires_at, revoked_at, ip, user_agent FROM sessions WHERE user_id = $1 AND revoked_at IS NULL \
+         AND expires_at > $2 AND idle_expires_at > $2 ORDER BY created_at";
     pub const INSERT_SESSION: &str = "INSERT INTO sessions (id, token_hash, user_id, created_at, last_seen_at, \
          idle_expires_at, expires_at, revoked_at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
     pub const SESSION_BY_HASH: &str = "SELECT id, token_hash, user_id, created_at, last_seen_at, idle_expires_at, \

@@ -8,6 +8,7 @@ use std::io::BufRead as _;
 
 use time::OffsetDateTime;
 use ward_audit::Context;
+use ward_auth::UserRef;
 
 use crate::cli::{Failure, GlobalArgs, UserCommand};
 use crate::startup;
@@ -49,18 +50,18 @@ pub async fn user(
             Ok(())
         }
         UserCommand::Disable { name } => {
-            let u = accounts.disable(&ctx, &name).await.map_err(fail)?;
+            let u = accounts.disable(&ctx, UserRef::Name(&name)).await.map_err(fail)?;
             println!("disabled user {} and ended all of their sessions", u.username);
             Ok(())
         }
         UserCommand::Unlock { name } => {
-            let u = accounts.unlock(&ctx, &name).await.map_err(fail)?;
+            let u = accounts.unlock(&ctx, UserRef::Name(&name)).await.map_err(fail)?;
             println!("unlocked user {}", u.username);
             Ok(())
         }
         UserCommand::ResetPassword { name, password_stdin } => {
             let (password, generated) = password_input(password_stdin)?;
-            let u = accounts.reset_password(&ctx, &name, &password).await.map_err(fail)?;
+            let u = accounts.reset_password(&ctx, UserRef::Name(&name), &password).await.map_err(fail)?;
             println!("new password set for {}; all of their sessions ended", u.username);
             if generated {
                 println!("password: {password}");

@@ -98,16 +98,6 @@ fn filter(
     })
 }
 
-/// Only auditors read the trail; anyone else is refused, and the refusal recorded.
-async fn require_auditor(state: &AppState, caller: &Caller, action: &str) -> Result<(), ApiError> {
-    if caller.who.has_role(Role::Auditor) {
-        return Ok(());
-    }
-    let event = caller.ctx.event(action, Outcome::Denied).reason("requires role auditor");
-    state.audit.record_alone(&event).await?;
-    Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, "forbidden", "this requires the auditor role"))
-}
-
 /// Searches the audit trail, oldest first, with cursor pagination.
 #[utoipa::path(get, path = "/v1/audit/events", tag = "audit", security(("bearer" = [])), params(EventsQuery),
     responses((status = 200, body = EventsPage), (status = 403, description = "not an auditor")))]
@@ -116,7 +106,7 @@ pub async fn events(
     caller: Caller,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<EventsPage>, ApiError> {
-    require_auditor(&state, &caller, "audit.search").await?;
+    caller.require(&state, Role::Auditor, "audit.search").await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid_request("limit: between 1 and 1000"));
@@ -142,7 +132,7 @@ pub async fn export(
     caller: Caller,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    require_auditor(&state, &caller, "audit.export").await?;
+    caller.require(&state, Role::Auditor, "audit.export").await?;
     let format: Format = q.format.parse().map_err(ApiError::invalid_request)?;
     let f = filter(q.actor, q.action, q.outcome, q.since.as_deref(), q.until.as_deref())?;
     let event = caller.ctx.event("audit.export", Outcome::Success).detail("format", format.name());

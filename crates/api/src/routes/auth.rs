@@ -108,3 +108,80 @@ pub async fn session(Caller { who, .. }: Caller) -> Json<SessionView> {
         idle_expires_at: who.session.idle_expires_at,
     })
 }
+
+/// One of the caller's sessions. The token is never shown again.
+#[derive(Serialize, ToSchema)]
+pub struct SessionSummary {
+    id: Uuid,
+    /// True for the session making this request.
+    current: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    last_seen_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    expires_at: OffsetDateTime,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
+    sessions: Vec<SessionSummary>,
+}
+
+/// The caller's live sessions (all devices).
+#[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = SessionList), (status = 401)))]
+pub async fn sessions(State(state): State<AppState>, caller: Caller) -> Result<Json<SessionList>, ApiError> {
+    let list = state.accounts.sessions(&caller.who, caller.ctx.now).await?;
+    let sessions = list
+        .into_iter()
+        .map(|s| SessionSummary {
+            current: s.id == caller.who.session.id,
+            id: s.id,
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: s.expires_at,
+            ip: s.ip,
+            user_agent: s.user_agent,
+        })
+        .collect();
+    Ok(Json(SessionList { sessions }))
+}
+
+/// Ends one of the caller's sessions at once (another user's session is 404).
+#[utoipa::path(delete, path = "/v1/auth/sessions/{id}", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401), (status = 404)))]
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    state.accounts.revoke_own_session(&caller.ctx, &caller.who, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Passwords for a change. Never logged or recorded.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the caller's password; every other session of the user ends.
+#[utoipa::path(post, path = "/v1/auth/password", tag = "auth", security(("bearer" = [])), request_body = PasswordChange,
+    responses((status = 204), (status = 400, description = "the new password breaks the policy"),
+              (status = 401, description = "wrong current password")))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> Result<StatusCode, ApiError> {
+    state.accounts.change_password(&caller.ctx, &caller.who, &body.current_password, &body.new_password).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

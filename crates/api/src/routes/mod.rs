@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod users;
 
 use std::time::Duration;
 
@@ -28,6 +29,13 @@ pub fn build(state: AppState) -> Router {
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::session))
+        .routes(routes!(auth::sessions))
+        .routes(routes!(auth::revoke_session))
+        .routes(routes!(auth::change_password))
+        .routes(routes!(users::create, users::list))
+        .routes(routes!(users::get, users::update))
+        .routes(routes!(users::disable))
+        .routes(routes!(users::unlock))
         .routes(routes!(audit::events))
         .routes(routes!(audit::export))
         .split_for_parts();

@@ -12,3 +12,4 @@ mod postgres;
 mod serve;
 mod shutdown;
 mod tls;
+mod users;
