@@ -124,6 +124,8 @@ impl From<AuthError> for ApiError {
                     "too many sign-in attempts from this address",
                 )
             },
+            AuthError::Invalid(m) => Self::invalid_request(m),
+            AuthError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
             AuthError::Unauthenticated => Self::unauthenticated(),
             AuthError::SessionExpired => {
                 Self::new(StatusCode::UNAUTHORIZED, "session_expired", "the session has ended")

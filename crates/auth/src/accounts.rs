@@ -318,6 +318,8 @@ impl Accounts {
             revoked_at: None,
             ip: ctx.ip.clone(),
             user_agent: ctx.user_agent.clone(),
+            assumed_role: None,
+            parent_session_id: None,
         };
         let mut tx = self.store.begin().await?;
         if record.failed_logins > 0 || record.locked_until.is_some() {
@@ -368,17 +370,85 @@ impl Accounts {
         if record.disabled {
             return Err(AuthError::SessionExpired);
         }
+        let mut user = User::try_from(&record)?;
+        if let Some(role) = &session.assumed_role {
+            // A temporary credential acts with the one role it assumed, and only while the
+            // user still holds that role.
+            let role: Role = role.parse()?;
+            if !user.roles.contains(&role) {
+                return Err(AuthError::SessionExpired);
+            }
+            user.roles = vec![role];
+        }
         // Activity moves the idle deadline. Writing it on every request would cost a durable
         // write per request, so it is written when it has moved by a tenth of the idle limit
         // (at most 5 s): the deadline is then early by at most that much, never late.
         let step = (self.limits.idle / 10).min(Duration::from_secs(5));
         if now - session.last_seen_at < step {
-            return Ok(Authenticated { user: User::try_from(&record)?, session });
+            return Ok(Authenticated { user, session });
         }
         let idle_expires_at = (now + self.limits.idle).min(session.expires_at);
         self.store.touch_session(session.id, now, idle_expires_at).await?;
         let session = SessionRecord { last_seen_at: now, idle_expires_at, ..session };
-        Ok(Authenticated { user: User::try_from(&record)?, session })
+        Ok(Authenticated { user, session })
+    }
+
+    /// Issues a temporary credential (like AWS STS AssumeRole) that acts with one role the
+    /// caller holds, for `duration_s` in 900..=43,200 seconds. A temporary credential may
+    /// only assume its own role again, so it can never widen its rights. It has no idle
+    /// limit of its own, cannot be extended, and dies with its user (disable, password
+    /// reset) or when revoked.
+    pub async fn assume_role(
+        &self,
+        ctx: &Context,
+        who: &Authenticated,
+        role: &str,
+        duration_s: u64,
+    ) -> Result<LoginSuccess, AuthError> {
+        let attempt = async {
+            if !(900..=43_200).contains(&duration_s) {
+                return Err(AuthError::Invalid("duration_s: must be between 900 and 43200".into()));
+            }
+            let role: Role = role.parse()?;
+            if !who.user.roles.contains(&role) {
+                return Err(AuthError::Forbidden(format!("the caller may not assume the {role} role")));
+            }
+            let token = SessionToken::generate();
+            let now = whole_millis(ctx.now);
+            let expires_at = now + Duration::from_secs(duration_s);
+            let session = SessionRecord {
+                id: Uuid::now_v7(),
+                token_hash: token.hash().0,
+                user_id: who.user.id,
+                created_at: now,
+                last_seen_at: now,
+                idle_expires_at: expires_at,
+                expires_at,
+                revoked_at: None,
+                ip: ctx.ip.clone(),
+                user_agent: ctx.user_agent.clone(),
+                assumed_role: Some(role.as_str().to_string()),
+                parent_session_id: Some(who.session.id),
+            };
+            let mut tx = self.store.begin().await?;
+            tx.insert_session(&session).await?;
+            let event = ctx
+                .event("sts.assume_role", Outcome::Success)
+                .resource(format!("session/{}", session.id))
+                .detail("role", role.as_str())
+                .detail("duration_s", duration_s);
+            self.audit.record(&mut *tx, &event).await?;
+            tx.commit().await?;
+            Ok(LoginSuccess { token, session, user: User { roles: vec![role], ..who.user.clone() } })
+        };
+        match attempt.await {
+            Err(AuthError::Forbidden(m)) => {
+                let event = ctx.event("sts.assume_role", Outcome::Denied).reason("role_not_held");
+                self.audit.record_alone(&event).await?;
+                Err(AuthError::Forbidden(m))
+            }
+            other => self.audited_failure(ctx, "sts.assume_role", None, other).await,
+        }
     }
 
     /// The caller's live sessions.

@@ -28,6 +28,12 @@ pub enum AuthError {
     /// Too many sign-in attempts from one address.
     #[error("too many sign-in attempts from this address")]
     RateLimited { retry_after_s: u64 },
+    /// A request outside its bounds (e.g. a credential lifetime); the message says which.
+    #[error("{0}")]
+    Invalid(String),
+    /// Not allowed for this caller (e.g. assuming a role it does not hold).
+    #[error("{0}")]
+    Forbidden(String),
     /// No token, or a token that matches no session.
     #[error("authentication required")]
     Unauthenticated,
@@ -56,6 +62,8 @@ impl AuthError {
             AuthError::UserNotFound => "user_not_found",
             AuthError::InvalidCredentials => "invalid_credentials",
             AuthError::Locked { .. } => "locked",
+            AuthError::Invalid(_) => "invalid_request",
+            AuthError::Forbidden(_) => "forbidden",
             AuthError::RateLimited { .. } => "rate_limited",
             AuthError::Unauthenticated => "unauthenticated",
             AuthError::SessionExpired => "session_expired",

@@ -265,6 +265,8 @@ macro_rules! impl_common_stores {
                     .bind(s.revoked_at.map($crate::rows::millis))
                     .bind(&s.ip)
                     .bind(&s.user_agent)
+                    .bind(&s.assumed_role)
+                    .bind(s.parent_session_id.map(|p| p.to_string()))
                     .execute(self.conn())
                     .await?;
                 Ok(())

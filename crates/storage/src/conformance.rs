@@ -46,6 +46,8 @@ fn session(user_id: Uuid, hash: &str) -> SessionRecord {
         revoked_at: None,
         ip: Some("127.0.0.1".into()),
         user_agent: Some("conformance".into()),
+        assumed_role: Some("staff".into()),
+        parent_session_id: Some(Uuid::now_v7()),
     }
 }
 

@@ -35,6 +35,10 @@ pub struct SessionRecord {
     pub revoked_at: Option<OffsetDateTime>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// For a temporary credential (STS): the one role it acts with.
+    pub assumed_role: Option<String>,
+    /// For a temporary credential: the session that made it.
+    pub parent_session_id: Option<Uuid>,
 }
 
 /// One audit record as stored. Its meaning and hashing belong to `ward-audit`.
@@ -110,6 +114,7 @@ impl std::fmt::Debug for SessionRecord {
             .field("idle_expires_at", &self.idle_expires_at)
             .field("expires_at", &self.expires_at)
             .field("revoked_at", &self.revoked_at)
+            .field("assumed_role", &self.assumed_role)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +150,8 @@ mod tests {
             revoked_at: None,
             ip: None,
             user_agent: None,
+            assumed_role: None,
+            parent_session_id: None,
         };
         assert!(!format!("{s:?}").contains("TOKENHASH"));
     }

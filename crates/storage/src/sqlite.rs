@@ -29,6 +29,11 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database file and applies pending migrations.
     pub async fn open(path: &Path, options: &ConnectOptions) -> Result<Self> {
+        // Creating the file, switching it to WAL (which needs an exclusive lock and does not
+        // wait on the busy timeout) and migrating all happen under one file lock, so a
+        // server and a CLI command (or two servers) opening the same file at once never
+        // trip over each other.
+        let lock = lock_file(path).await?;
         let connect = SqliteConnectOptions::from_str("sqlite://")
             .map_err(StoreError::from)?
             .filename(path)
@@ -43,25 +48,22 @@ impl SqliteStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await?;
-        migrate_locked(&pool, path).await?;
+        MIGRATOR.run(&pool).await?;
+        drop(lock); // releases the lock
         let writer = GroupWriter::new(pool.clone());
         Ok(Self { pool, max: options.max_connections.max(2), writer })
     }
 }
 
-/// Runs the migrator under an exclusive lock on `<db>.migrate.lock`, so that a server and
-/// a CLI command (or two servers) opening the same file at once migrate it only once.
-async fn migrate_locked(pool: &SqlitePool, db: &Path) -> Result<()> {
+/// Takes an exclusive lock on `<db>.migrate.lock`, waiting for another holder.
+async fn lock_file(db: &Path) -> Result<File> {
     let mut lock_path = db.as_os_str().to_owned();
     lock_path.push(".migrate.lock");
     let lock = File::create(&lock_path).map_err(|e| StoreError::Migrate(format!("lock file: {e}")))?;
-    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+    tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
         .await
         .map_err(|e| StoreError::Migrate(e.to_string()))?
-        .map_err(|e| StoreError::Migrate(format!("lock file: {e}")))?;
-    let result = MIGRATOR.run(pool).await;
-    drop(lock); // releases the lock
-    Ok(result?)
+        .map_err(|e| StoreError::Migrate(format!("lock file: {e}")))
 }
 
 impl SqliteStore {

@@ -126,10 +126,11 @@ pub async fn run(
         _ => None,
     };
     tracing::info!(backend = store.backend().as_str(), data_dir = %server.data_dir.display(), "ward ready");
+    let signals = shutdown_signal()?;
     // The one line scripts and tests wait for; printed directly so its form never changes.
     eprintln!("ward listening on {}", app.url());
 
-    let result = app.run(shutdown_signal()).await;
+    let result = app.run(signals).await;
     checkpoints.cancel();
     let _ = checkpointer.await;
     if let Some(f) = forwarder
@@ -150,21 +151,19 @@ pub async fn run(
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers at once (so a signal that arrives right after
+/// start-up is not fatal) and returns a future that resolves on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static, Failure> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; only Ctrl-C will stop the server");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| Failure::runtime(format!("cannot watch SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::runtime(format!("cannot watch SIGINT: {e}")))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+    })
 }
 
 /// This machine's name for syslog headers (`HOSTNAME`, else `/etc/hostname`, else `ward`).

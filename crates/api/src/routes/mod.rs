@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod sts;
 pub mod users;
 
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub fn build(state: AppState) -> Router {
         .routes(routes!(users::get, users::update))
         .routes(routes!(users::disable))
         .routes(routes!(users::unlock))
+        .routes(routes!(sts::assume_role))
         .routes(routes!(audit::events))
         .routes(routes!(audit::export))
         .split_for_parts();

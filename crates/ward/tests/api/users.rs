@@ -173,3 +173,57 @@ async fn own_sessions_are_listed_and_revoked_and_a_password_change_ends_the_othe
     assert_eq!(alive(laptop.clone()).await, 401, "every other session ends");
     login(&server, "multi.device", "a fresh passphrase 99").await;
 }
+
+#[tokio::test]
+async fn temporary_credentials_are_bounded_and_cannot_escalate() {
+    let dir = data_dir();
+    add_user(&dir.path, &[], "svc.bot", "staff", "service passphrase 5");
+    let mut cmd = ward();
+    cmd.args(["user", "add", "two.hats", "--role", "staff,auditor", "--password-stdin", "--data-dir"]).arg(&dir.path);
+    assert!(run(cmd, Some("two hats passphrase 3\n")).status.success());
+    let server = Server::plain(&dir.path);
+    let c = server.client();
+    let assume = |token: String, body: serde_json::Value| {
+        let c = c.clone();
+        let url = server.at("/v1/sts/assume-role");
+        async move { c.post(url).bearer_auth(token).json(&body).send().await.expect("assume") }
+    };
+    let bot = login(&server, "svc.bot", "service passphrase 5").await;
+    for duration in [899, 43_201] {
+        let res = assume(bot.clone(), json!({"role": "staff", "duration_s": duration})).await;
+        assert_eq!(res.status(), 400, "duration {duration}");
+        assert_eq!(error_code(res).await, "invalid_request");
+    }
+    let res = assume(bot.clone(), json!({"role": "admin", "duration_s": 900})).await;
+    assert_eq!(res.status(), 403, "a role the user does not hold");
+
+    let res = assume(bot.clone(), json!({"role": "staff", "duration_s": 900})).await;
+    assert_eq!(res.status(), 200);
+    let cred: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(cred["role"], "staff");
+    let temp = cred["token"].as_str().expect("token").to_string();
+    let me: serde_json::Value =
+        c.get(server.at("/v1/auth/session")).bearer_auth(&temp).send().await.expect("s").json().await.expect("json");
+    assert_eq!(me["roles"], json!(["staff"]));
+
+    // A user with two roles assumes one; the credential cannot reach the other.
+    let both = login(&server, "two.hats", "two hats passphrase 3").await;
+    let res = assume(both.clone(), json!({"role": "staff", "duration_s": 3600})).await;
+    let staff_only = res.json::<serde_json::Value>().await.expect("json")["token"].as_str().expect("t").to_string();
+    let res = c.get(server.at("/v1/audit/events")).bearer_auth(&staff_only).send().await.expect("events");
+    assert_eq!(res.status(), 403, "the staff credential cannot act as auditor");
+    let res = assume(staff_only.clone(), json!({"role": "auditor", "duration_s": 900})).await;
+    assert_eq!(res.status(), 403, "nor assume the auditor role back");
+    let res = c.get(server.at("/v1/audit/events")).bearer_auth(&both).send().await.expect("events");
+    assert_eq!(res.status(), 200, "the full session still can");
+
+    // It dies with its user.
+    let mut cmd = ward();
+    cmd.args(["user", "disable", "svc.bot", "--data-dir"]).arg(&dir.path);
+    assert!(run(cmd, None).status.success());
+    let res = c.get(server.at("/v1/auth/session")).bearer_auth(&temp).send().await.expect("s");
+    assert_eq!(res.status(), 401);
+
+    let res = assume(both, json!({"role": "staff", "duration_s": 900, "policy": {"statements": []}})).await;
+    assert_eq!(res.status(), 400, "session policies are refused until access control lands");
+}
