@@ -33,6 +33,8 @@ pub struct AuthSettings {
     pub hard_lock_threshold: i64,
     /// Sign-in attempts per client IP per minute, on this node.
     pub attempts_per_ip_per_minute: u32,
+    /// Password hashes computed at once (each holds the argon2 memory cost).
+    pub max_concurrent_hashes: u32,
 }
 
 impl AuthSettings {
@@ -102,6 +104,8 @@ pub struct Accounts {
     limits: SessionLimits,
     settings: AuthSettings,
     per_ip: Arc<IpLimiter>,
+    /// Bounds concurrent argon2 work, and so its memory.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Accounts {
@@ -109,7 +113,8 @@ impl Accounts {
         let per_minute =
             std::num::NonZeroU32::new(settings.attempts_per_ip_per_minute).unwrap_or(std::num::NonZeroU32::MIN);
         let per_ip = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)));
-        Self { store, audit, hasher, policy: settings.policy, limits: settings.limits, settings, per_ip }
+        let hashing = Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_hashes.max(1) as usize));
+        Self { store, audit, hasher, policy: settings.policy, limits: settings.limits, settings, per_ip, hashing }
     }
 
     /// Creates a user after checking the name, the roles and the password policy.
@@ -321,9 +326,16 @@ impl Accounts {
             assumed_role: None,
             parent_session_id: None,
         };
+        // Upgrade a hash made with older parameters while the password is at hand.
+        let rehash =
+            if self.hasher.needs_rehash(&record.password_hash) { Some(self.hash(password).await?) } else { None };
         let mut tx = self.store.begin().await?;
         if record.failed_logins > 0 || record.locked_until.is_some() {
             tx.unlock_user(record.id, now).await?;
+        }
+        if let Some(hash) = &rehash {
+            // The password did not change, only its hash: no session ends.
+            tx.rehash_password(record.id, hash).await?;
         }
         tx.insert_session(&session).await?;
         let event = ctx
@@ -535,8 +547,13 @@ impl Accounts {
         }
     }
 
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, AuthError> {
+        self.hashing.acquire().await.map_err(|e| AuthError::Hash(ward_crypto::PasswordError::Hash(e.to_string())))
+    }
+
     /// argon2 is CPU-bound for tens of milliseconds: keep it off the async workers.
     async fn hash(&self, password: &str) -> Result<String, AuthError> {
+        let _permit = self.permit().await?;
         let hasher = self.hasher.clone();
         let password = zeroize::Zeroizing::new(password.to_string());
         tokio::task::spawn_blocking(move || hasher.hash(&password))
@@ -546,6 +563,7 @@ impl Accounts {
     }
 
     async fn verify(&self, password: &str, stored: Option<String>) -> Result<bool, AuthError> {
+        let _permit = self.permit().await?;
         let hasher = self.hasher.clone();
         let password = zeroize::Zeroizing::new(password.to_string());
         tokio::task::spawn_blocking(move || hasher.verify(&password, stored.as_deref()))

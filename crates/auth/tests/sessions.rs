@@ -43,6 +43,7 @@ async fn env() -> Env {
         lockout_threshold: 5,
         hard_lock_threshold: 20,
         attempts_per_ip_per_minute: 1000,
+        max_concurrent_hashes: 2,
     };
     Env { accounts: Accounts::new(store.clone(), audit, hasher, settings), store, _dir: dir }
 }

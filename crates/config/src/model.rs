@@ -145,6 +145,13 @@ pub struct AuthConfig {
     pub hard_lock_threshold: u64,
     /// Sign-in attempts accepted per client IP per minute, per node (429 beyond).
     pub login_attempts_per_ip_per_minute: u32,
+    /// argon2id memory cost in KiB (floor 19,456 = 19 MiB).
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations (floor 2).
+    pub argon2_iterations: u32,
+    /// Password hashes computed at once on this node; each holds `argon2_memory_kib` of
+    /// memory, so this bounds the memory a burst of sign-ins can take.
+    pub max_concurrent_hashes: u32,
 }
 
 impl Default for AuthConfig {
@@ -154,6 +161,9 @@ impl Default for AuthConfig {
             lockout_threshold: 5,
             hard_lock_threshold: 20,
             login_attempts_per_ip_per_minute: 60,
+            argon2_memory_kib: 64 * 1024,
+            argon2_iterations: 3,
+            max_concurrent_hashes: 4,
         }
     }
 }
@@ -290,6 +300,9 @@ impl Config {
         }
         in_range("auth.password_min_length", self.auth.password_min_length as u64, 8, 128)?;
         in_range("auth.lockout_threshold", self.auth.lockout_threshold, 3, 50)?;
+        in_range("auth.argon2_memory_kib", u64::from(self.auth.argon2_memory_kib), 19_456, 1_048_576)?;
+        in_range("auth.argon2_iterations", u64::from(self.auth.argon2_iterations), 2, 10)?;
+        in_range("auth.max_concurrent_hashes", u64::from(self.auth.max_concurrent_hashes), 1, 256)?;
         in_range("auth.hard_lock_threshold", self.auth.hard_lock_threshold, self.auth.lockout_threshold + 1, 100)?;
         in_range(
             "auth.login_attempts_per_ip_per_minute",
@@ -347,6 +360,8 @@ impl Config {
             "auth.lockout_threshold",
             "auth.hard_lock_threshold",
             "auth.login_attempts_per_ip_per_minute",
+            "auth.argon2_memory_kib",
+            "auth.argon2_iterations",
             "audit.checkpoint_every_records",
             "audit.checkpoint_interval_s",
             "audit.retention_days",

@@ -220,6 +220,11 @@ macro_rules! impl_common_stores {
                 Ok(changed == 1)
             }
 
+            async fn rehash_password(&mut self, id: uuid::Uuid, hash: &str) -> $crate::Result<()> {
+                sqlx::query($crate::rows::sql::REHASH).bind(id.to_string()).bind(hash).execute(self.conn()).await?;
+                Ok(())
+            }
+
             async fn set_user_roles(
                 &mut self,
                 id: uuid::Uuid,

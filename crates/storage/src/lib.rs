@@ -130,6 +130,8 @@ pub trait StoreTx: Send {
         keep: Option<Uuid>,
         now: OffsetDateTime,
     ) -> Result<bool>;
+    /// Stores a new hash of the same password (stronger parameters); no session ends.
+    async fn rehash_password(&mut self, id: Uuid, hash: &str) -> Result<()>;
     /// Replaces a user's roles; false if there is no such user.
     async fn set_user_roles(&mut self, id: Uuid, roles: &[String], now: OffsetDateTime) -> Result<bool>;
     /// Clears failed-login counters and any lock.

@@ -105,6 +105,7 @@ pub(crate) mod sql {
     pub const SET_DISABLED: &str = "UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1";
     pub const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1";
     pub const UNLOCK: &str = "UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = $2 WHERE id = $1";
+    pub const REHASH: &str = "UPDATE users SET password_hash = $2 WHERE id = $1";
     pub const SET_ROLES: &str = "UPDATE users SET roles = $2, updated_at = $3 WHERE id = $1";
     pub const COUNT_FAILURE: &str =
         "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins";

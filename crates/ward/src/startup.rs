@@ -103,7 +103,8 @@ pub fn audit_settings(config: &Config) -> AuditSettings {
 
 /// The identity service over `store`, configured from `[auth]` and `[session]`.
 pub fn accounts(config: &Config, store: Arc<dyn Store>, audit: AuditLog) -> Result<Accounts, StartError> {
-    let hasher = PasswordHasher::default_params().map_err(|e| StartError::Other(e.to_string()))?;
+    let hasher = PasswordHasher::new(config.auth.argon2_memory_kib, config.auth.argon2_iterations, 1)
+        .map_err(|e| StartError::Other(e.to_string()))?;
     let limits = SessionLimits {
         idle: Duration::from_secs(config.session.idle_timeout_s),
         absolute: Duration::from_secs(config.session.absolute_timeout_s),
@@ -114,6 +115,7 @@ pub fn accounts(config: &Config, store: Arc<dyn Store>, audit: AuditLog) -> Resu
         lockout_threshold: i64::try_from(config.auth.lockout_threshold).unwrap_or(i64::MAX),
         hard_lock_threshold: i64::try_from(config.auth.hard_lock_threshold).unwrap_or(i64::MAX),
         attempts_per_ip_per_minute: config.auth.login_attempts_per_ip_per_minute,
+        max_concurrent_hashes: config.auth.max_concurrent_hashes,
     };
     Ok(Accounts::new(store, audit, hasher, settings))
 }

@@ -85,3 +85,32 @@ fn weak_and_short_passwords_are_refused_with_the_rule_that_failed() {
         assert!(err.contains(rule), "{password}: expected {rule:?} in {err}");
     }
 }
+
+#[tokio::test]
+async fn a_hash_with_older_parameters_is_upgraded_at_sign_in_without_ending_sessions() {
+    use sqlx::Connection as _;
+    let dir = data_dir();
+    let mut cmd = ward();
+    cmd.args(["user", "add", "old.hash", "--role", "staff", "--password-stdin", "--data-dir"])
+        .arg(&dir.path)
+        .env("WARD_AUTH_ARGON2_MEMORY_KIB", "19456")
+        .env("WARD_AUTH_ARGON2_ITERATIONS", "2");
+    assert!(run(cmd, Some("an older passphrase 3\n")).status.success());
+    let url = format!("sqlite://{}", dir.path.join("ward.db").display());
+    let stored = || {
+        let url = url.clone();
+        async move {
+            let mut conn = sqlx::sqlite::SqliteConnection::connect(&url).await.expect("open");
+            let h: String =
+                sqlx::query_scalar("SELECT password_hash FROM users").fetch_one(&mut conn).await.expect("hash");
+            h
+        }
+    };
+    assert!(stored().await.contains("m=19456,t=2"));
+    let server = Server::plain(&dir.path);
+    let first = login(&server, "old.hash", "an older passphrase 3").await;
+    assert!(stored().await.contains("m=65536,t=3,p=1"), "upgraded to the configured parameters");
+    let res = server.client().get(server.at("/v1/auth/session")).bearer_auth(&first).send().await.expect("s");
+    assert_eq!(res.status(), 200, "the rehash ends no session");
+    login(&server, "old.hash", "an older passphrase 3").await;
+}
