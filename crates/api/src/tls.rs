@@ -2,8 +2,10 @@
 //! cryptography, ALPN h2 and http/1.1.
 //!
 //! Without a configured certificate the first start generates a self-signed one for
-//! `localhost`, `127.0.0.1` and `::1` into `<data_dir>/tls/` (key file mode 0600) and
-//! later starts reuse it. Its SHA-256 fingerprint is logged so a client can pin it.
+//! `localhost`, `127.0.0.1` and `::1` into `<data_dir>/tls/` (key file mode 0600), valid
+//! for 397 days; later starts reuse it until it has less than 30 days left, then make a new
+//! one (its end date is kept beside it in `cert.not_after`). Its SHA-256 fingerprint is
+//! logged so a client can pin it.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
@@ -51,7 +53,8 @@ pub fn load_or_generate(data_dir: &Path, cert: Option<&Path>, key: Option<&Path>
         _ => {
             let dir = data_dir.join("tls");
             let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-            let generated = if c.exists() && k.exists() { false } else { generate(&dir, &c, &k)? };
+            let fresh = c.exists() && k.exists() && !expiring(&dir);
+            let generated = if fresh { false } else { generate(&dir, &c, &k)? };
             (c, k, generated)
         }
     };
@@ -79,13 +82,34 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// Lifetime of a generated certificate (the longest that browsers accept).
+const VALIDITY_DAYS: i64 = 397;
+/// A generated certificate with less than this left is replaced at start.
+const RENEW_DAYS: i64 = 30;
+
+/// True when the generated certificate's recorded end date is near, passed, or unknown.
+fn expiring(dir: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(dir.join("cert.not_after")) else { return true };
+    let Ok(secs) = text.trim().parse::<i64>() else { return true };
+    let left = secs - time::OffsetDateTime::now_utc().unix_timestamp();
+    left < RENEW_DAYS * 86_400
+}
+
 fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<bool, TlsError> {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let gen_err = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let mut params = rcgen::CertificateParams::new(names).map_err(gen_err)?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(VALIDITY_DAYS);
+    let key = rcgen::KeyPair::generate().map_err(gen_err)?;
+    let cert = params.self_signed(&key).map_err(gen_err)?;
     fs::create_dir_all(dir).map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-    write_file(key_path, certified.signing_key.serialize_pem().as_bytes(), 0o600)?;
-    write_file(cert_path, certified.cert.pem().as_bytes(), 0o644)?;
+    write_file(key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_file(cert_path, cert.pem().as_bytes(), 0o644)?;
+    let not_after = params.not_after.unix_timestamp().to_string();
+    write_file(&dir.join("cert.not_after"), not_after.as_bytes(), 0o644)?;
     Ok(true)
 }
 
@@ -142,6 +166,12 @@ mod tests {
         assert!(!second.generated);
         assert_eq!(first.fingerprint, second.fingerprint);
         assert_eq!(first.fingerprint.len(), 32 * 3 - 1);
+        // Near its end date, the generated certificate is replaced.
+        let soon = time::OffsetDateTime::now_utc().unix_timestamp() + 86_400;
+        fs::write(dir.join("tls/cert.not_after"), soon.to_string()).expect("write");
+        let renewed = load_or_generate(&dir, None, None).expect("renew");
+        assert!(renewed.generated && renewed.fingerprint != first.fingerprint, "renewed");
+        assert!(!expiring(&dir.join("tls")), "the new one has a year to go");
         fs::set_permissions(dir.join("tls/key.pem"), fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = load_or_generate(&dir, None, None).err().expect("refused");
         assert!(err.to_string().contains("chmod 600"), "{err}");
