@@ -3,8 +3,8 @@
 //! SQLite and PostgreSQL accept the same `$N` placeholders and the same SQL for these
 //! statements, so one macro stamps the identical trait bodies onto each engine (the
 //! differences being the pool and transaction types and how the audit head is locked).
-//! Each engine's transaction type provides `conn()`, `finish_commit()` and
-//! `finish_rollback()`.
+//! Each engine's store has a `pool` and a group-commit `writer`; its transaction type
+//! provides `conn()`, `finish_commit()` and `finish_rollback()`.
 //! Engine-specific work (connecting, migrating, beginning transactions) lives in
 //! `sqlite.rs` and `postgres.rs`.
 
@@ -83,7 +83,16 @@ macro_rules! impl_common_stores {
                 now: time::OffsetDateTime,
                 idle_expires_at: time::OffsetDateTime,
             ) -> $crate::Result<()> {
-                self.exec_touch(id, now, idle_expires_at).await
+                // Activity updates join the write batch, so they never contend with it for
+                // the write lock (and share its flush).
+                let mut tx = self.writer.begin().await?;
+                sqlx::query($crate::rows::sql::TOUCH_SESSION)
+                    .bind(id.to_string())
+                    .bind($crate::rows::millis(now))
+                    .bind($crate::rows::millis(idle_expires_at))
+                    .execute(tx.conn())
+                    .await?;
+                $crate::StoreTx::commit(Box::new(tx)).await
             }
         }
 

@@ -41,20 +41,6 @@ impl PgStore {
     }
 }
 
-impl PgStore {
-    /// Activity updates join the write batch (and share its flush).
-    async fn exec_touch(&self, id: uuid::Uuid, now: time::OffsetDateTime, idle: time::OffsetDateTime) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(crate::rows::sql::TOUCH_SESSION)
-            .bind(id.to_string())
-            .bind(crate::rows::millis(now))
-            .bind(crate::rows::millis(idle))
-            .execute(tx.conn())
-            .await?;
-        crate::StoreTx::commit(Box::new(tx)).await
-    }
-}
-
 impl_common_stores!(PgStore, PgTx, "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
 
 #[async_trait]

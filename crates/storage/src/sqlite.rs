@@ -66,21 +66,6 @@ async fn lock_file(db: &Path) -> Result<File> {
         .map_err(|e| StoreError::Migrate(format!("lock file: {e}")))
 }
 
-impl SqliteStore {
-    /// Activity updates join the write batch, so they never contend with it for SQLite's
-    /// write lock (and share its flush).
-    async fn exec_touch(&self, id: uuid::Uuid, now: time::OffsetDateTime, idle: time::OffsetDateTime) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(crate::rows::sql::TOUCH_SESSION)
-            .bind(id.to_string())
-            .bind(crate::rows::millis(now))
-            .bind(crate::rows::millis(idle))
-            .execute(tx.conn())
-            .await?;
-        crate::StoreTx::commit(Box::new(tx)).await
-    }
-}
-
 impl_common_stores!(SqliteStore, SqliteTx, crate::rows::sql::AUDIT_HEAD);
 
 #[async_trait]
