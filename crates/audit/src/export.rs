@@ -26,6 +26,17 @@ use crate::log::AuditLog;
 
 use crate::event::AuditRecord;
 
+/// An RFC 3339 time as Unix microseconds (the filters' unit); `None` if it does not parse.
+pub fn parse_time_us(s: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    Some(i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX))
+}
+
+/// How exports name the system that recorded the events (FHIR `source.observer`).
+pub fn observer(backend: &str) -> String {
+    format!("ward {} ({backend})", env!("CARGO_PKG_VERSION"))
+}
+
 /// One JSON object per line.
 pub fn jsonl_line(r: &AuditRecord) -> String {
     serde_json::to_string(r).unwrap_or_default()

@@ -111,10 +111,6 @@ impl AuditLog {
         self.inner.signer.verifying_key()
     }
 
-    pub fn settings(&self) -> &AuditSettings {
-        &self.inner.settings
-    }
-
     /// Signs the current head if it moved past the newest checkpoint; `force` ignores
     /// the record-count and interval thresholds.
     pub async fn checkpoint(&self, force: bool) -> Result<Option<Checkpoint>, AuditError> {

@@ -547,28 +547,28 @@ impl Accounts {
         }
     }
 
-    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, AuthError> {
-        self.hashing.acquire().await.map_err(|e| AuthError::Hash(ward_crypto::PasswordError::Hash(e.to_string())))
-    }
-
-    /// argon2 is CPU-bound for tens of milliseconds: keep it off the async workers.
     async fn hash(&self, password: &str) -> Result<String, AuthError> {
-        let _permit = self.permit().await?;
-        let hasher = self.hasher.clone();
-        let password = zeroize::Zeroizing::new(password.to_string());
-        tokio::task::spawn_blocking(move || hasher.hash(&password))
-            .await
-            .map_err(|e| AuthError::Hash(ward_crypto::PasswordError::Hash(e.to_string())))?
-            .map_err(AuthError::from)
+        self.argon2(password, move |h, pw| h.hash(pw)).await
     }
 
     async fn verify(&self, password: &str, stored: Option<String>) -> Result<bool, AuthError> {
-        let _permit = self.permit().await?;
+        self.argon2(password, move |h, pw| h.verify(pw, stored.as_deref())).await
+    }
+
+    /// Runs argon2 work: CPU-bound for tens of milliseconds, so off the async workers, and
+    /// at most `max_concurrent_hashes` at once, so its memory stays bounded.
+    async fn argon2<T: Send + 'static>(
+        &self,
+        password: &str,
+        work: impl FnOnce(&PasswordHasher, &str) -> Result<T, ward_crypto::PasswordError> + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let failed = |e: String| AuthError::Hash(ward_crypto::PasswordError::Hash(e));
+        let _permit = self.hashing.acquire().await.map_err(|e| failed(e.to_string()))?;
         let hasher = self.hasher.clone();
         let password = zeroize::Zeroizing::new(password.to_string());
-        tokio::task::spawn_blocking(move || hasher.verify(&password, stored.as_deref()))
+        tokio::task::spawn_blocking(move || work(&hasher, &password))
             .await
-            .map_err(|e| AuthError::Hash(ward_crypto::PasswordError::Hash(e.to_string())))?
+            .map_err(|e| failed(e.to_string()))?
             .map_err(AuthError::from)
     }
 }

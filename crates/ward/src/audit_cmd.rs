@@ -8,8 +8,6 @@ use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
 use futures_util::StreamExt as _;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use ward_audit::checkpoint::{public_path, read_public_key};
 use ward_audit::export::{self, Format};
 use ward_audit::{Outcome, verify_store};
@@ -86,9 +84,8 @@ pub async fn export(
     let format: Format = format.parse().map_err(|m: String| Failure { code: 2, message: m })?;
     let micros = |name: &str, v: Option<String>| -> Result<Option<i64>, Failure> {
         v.map(|s| {
-            OffsetDateTime::parse(&s, &Rfc3339)
-                .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX))
-                .map_err(|_| Failure { code: 2, message: format!("--{name}: expected an RFC 3339 time") })
+            export::parse_time_us(&s)
+                .ok_or_else(|| Failure { code: 2, message: format!("--{name}: expected an RFC 3339 time") })
         })
         .transpose()
     };
@@ -100,7 +97,7 @@ pub async fn export(
     let audit = startup::audit_log(&config, store.clone()).await?;
     let event = crate::admin::cli_context().event("audit.export", Outcome::Success).detail("format", format.name());
     audit.record_alone(&event).await.map_err(|e| Failure::runtime(e.to_string()))?;
-    let observer = format!("ward {} ({})", env!("CARGO_PKG_VERSION"), store.backend().as_str());
+    let observer = export::observer(store.backend().as_str());
     let mut chunks = Box::pin(export::stream(audit.clone(), filter, format, observer));
     let mut out = std::io::stdout().lock();
     while let Some(chunk) = chunks.next().await {

@@ -49,9 +49,7 @@ pub async fn run(
     }
     startup::init_logging(&config, None)?;
 
-    let store = startup::open_store(&config).await?;
-    let audit = startup::audit_log(&config, store.clone()).await?;
-    let accounts = startup::accounts(&config, store.clone(), audit.clone())?;
+    let (store, audit, accounts) = startup::services(&config).await?;
     let tls = if server.tls {
         let material = tls::load_or_generate(&server.data_dir, server.tls_cert.as_deref(), server.tls_key.as_deref())
             .map_err(|e| StartError::Other(format!("TLS: {e}")))?;

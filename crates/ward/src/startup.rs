@@ -86,6 +86,14 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     ward_storage::open(&options).await.map_err(|source| StartError::Database { backend, source })
 }
 
+/// The services every command that acts on accounts needs, opened in order.
+pub async fn services(config: &Config) -> Result<(Arc<dyn Store>, AuditLog, Accounts), StartError> {
+    let store = open_store(config).await?;
+    let audit = audit_log(config, store.clone()).await?;
+    let accounts = accounts(config, store.clone(), audit.clone())?;
+    Ok((store, audit, accounts))
+}
+
 /// The audit log over `store`, configured from `[audit]`.
 pub async fn audit_log(config: &Config, store: Arc<dyn Store>) -> Result<AuditLog, StartError> {
     Ok(AuditLog::open(store, audit_settings(config)).await?)

@@ -8,8 +8,6 @@ use axum::extract::{Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 use ward_audit::export::{self, Format};
 use ward_audit::{AuditRecord, Outcome};
@@ -63,9 +61,7 @@ pub struct ExportQuery {
 
 fn micros(name: &str, v: Option<&str>) -> Result<Option<i64>, ApiError> {
     v.map(|s| {
-        OffsetDateTime::parse(s, &Rfc3339)
-            .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX))
-            .map_err(|_| ApiError::invalid_request(format!("{name}: expected an RFC 3339 time")))
+        export::parse_time_us(s).ok_or_else(|| ApiError::invalid_request(format!("{name}: expected an RFC 3339 time")))
     })
     .transpose()
 }
@@ -137,10 +133,11 @@ pub async fn export(
     let f = filter(q.actor, q.action, q.outcome, q.since.as_deref(), q.until.as_deref())?;
     let event = caller.ctx.event("audit.export", Outcome::Success).detail("format", format.name());
     state.audit.record_alone(&event).await?;
-    let body = Body::from_stream(export::stream(state.audit.clone(), f, format, observer(&state)));
+    let body = Body::from_stream(export::stream(
+        state.audit.clone(),
+        f,
+        format,
+        export::observer(state.store.backend().as_str()),
+    ));
     Ok(([(CONTENT_TYPE, format.content_type())], body).into_response())
-}
-
-fn observer(state: &AppState) -> String {
-    format!("ward {} ({})", env!("CARGO_PKG_VERSION"), state.store.backend().as_str())
 }

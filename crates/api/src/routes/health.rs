@@ -46,16 +46,8 @@ pub struct Readiness {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let db = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => Check { status: "ok", detail: None },
-        Ok(Err(e)) => Check { status: "failing", detail: Some(e.to_string()) },
-        Err(_) => Check { status: "failing", detail: Some("no answer within 2 s".into()) },
-    };
-    let audit = match tokio::time::timeout(Duration::from_secs(2), state.audit.probe()).await {
-        Ok(Ok(())) => Check { status: "ok", detail: None },
-        Ok(Err(e)) => Check { status: "failing", detail: Some(e.to_string()) },
-        Err(_) => Check { status: "failing", detail: Some("no answer within 2 s".into()) },
-    };
+    let db = check(state.store.ping()).await;
+    let audit = check(state.audit.probe()).await;
     let ready = db.status == "ok" && audit.status == "ok";
     let body = Readiness {
         status: if ready { "ready" } else { "unavailable" },
@@ -64,6 +56,15 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))
+}
+
+/// Runs one readiness probe with a 2 s limit.
+async fn check<E: std::fmt::Display>(probe: impl std::future::Future<Output = Result<(), E>>) -> Check {
+    match tokio::time::timeout(Duration::from_secs(2), probe).await {
+        Ok(Ok(())) => Check { status: "ok", detail: None },
+        Ok(Err(e)) => Check { status: "failing", detail: Some(e.to_string()) },
+        Err(_) => Check { status: "failing", detail: Some("no answer within 2 s".into()) },
+    }
 }
 
 /// Prometheus text exposition: request counts and latency by route and status, pool usage.
