@@ -281,6 +281,7 @@ macro_rules! impl_common_stores {
                     .bind(&s.user_agent)
                     .bind(&s.assumed_role)
                     .bind(s.parent_session_id.map(|p| p.to_string()))
+                    .bind(s.mfa_at.map($crate::rows::millis))
                     .execute(self.conn())
                     .await?;
                 Ok(())

@@ -9,7 +9,10 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{AuditFilter, AuditRow, CheckpointRow, SessionRecord, Store, StoreError, UserRecord};
+use crate::{
+    ApiKeyRecord, AuditFilter, AuditRow, CheckpointRow, DataKeyRecord, MfaChallengeRecord, MfaFactorRecord,
+    SessionRecord, Store, StoreError, UserRecord,
+};
 
 fn now() -> OffsetDateTime {
     // Whole milliseconds: the storage resolution.
@@ -48,6 +51,7 @@ fn session(user_id: Uuid, hash: &str) -> SessionRecord {
         user_agent: Some("conformance".into()),
         assumed_role: Some("staff".into()),
         parent_session_id: Some(Uuid::now_v7()),
+        mfa_at: Some(t),
     }
 }
 
@@ -74,6 +78,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     rollback_discards_changes_and_audit(&*store).await;
     audit_chain_appends_in_order(&*store).await;
     concurrent_writers_commit_and_chain(store.clone()).await;
+    credentials_round_trip(&*store).await;
     let stats = store.pool_stats();
     assert!(stats.max >= 1 && stats.size <= stats.max, "pool stats are coherent: {stats:?}");
 }
@@ -266,4 +271,121 @@ async fn concurrent_writers_commit_and_chain(store: Arc<dyn Store>) {
     let rows = store.audit_after(start, 1000).await.expect("after");
     assert_eq!(rows.len() as i64, committed, "one audit record per committed writer");
     assert!(rows.windows(2).all(|w| w[1].seq == w[0].seq + 1 && w[1].prev_hash == w[0].hash), "gapless chain");
+}
+
+async fn credentials_round_trip(store: &dyn Store) {
+    let t = now();
+    let u = user("factor.owner");
+    insert_user(store, &u).await.expect("insert user");
+    let key = DataKeyRecord {
+        id: Uuid::now_v7(),
+        scope: format!("user/{}", u.id),
+        key_version: 1,
+        wrapped: vec![0, 1, 2, 255],
+        created_at: t,
+        destroyed_at: None,
+    };
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_data_key(&key).await.expect("insert data key");
+    tx.commit().await.expect("commit");
+    assert_eq!(store.data_key_by_scope(&key.scope).await.expect("read").as_ref(), Some(&key), "data key by scope");
+    assert_eq!(store.data_key_by_id(key.id).await.expect("read"), Some(key.clone()), "data key by id");
+    let mut tx = store.begin().await.expect("begin");
+    let dup = tx.insert_data_key(&DataKeyRecord { id: Uuid::now_v7(), ..key.clone() }).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "one data key per scope: {dup:?}");
+    drop(tx);
+
+    // Factors: a new pending factor replaces the old pending one; activation and steps.
+    let factor = |id| MfaFactorRecord {
+        id,
+        user_id: u.id,
+        kind: "totp".into(),
+        state: "pending".into(),
+        secret: vec![9; 40],
+        data_key_id: key.id,
+        last_used_step: 0,
+        created_at: t,
+        confirmed_at: None,
+    };
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    for id in [first, second] {
+        let mut tx = store.begin().await.expect("begin");
+        tx.insert_mfa_factor(&factor(id)).await.expect("insert factor");
+        tx.commit().await.expect("commit");
+    }
+    let factors = store.mfa_factors(u.id).await.expect("factors");
+    assert_eq!(factors, vec![factor(second)], "the newer pending factor replaced the older");
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.activate_mfa_factor(second, t).await.expect("activate"));
+    assert!(!tx.activate_mfa_factor(second, t).await.expect("activate twice"), "only a pending factor activates");
+    assert!(tx.use_totp_step(second, 100).await.expect("step"));
+    assert!(!tx.use_totp_step(second, 100).await.expect("same step"), "a step is accepted once");
+    assert!(!tx.use_totp_step(second, 99).await.expect("older step"), "an older step is refused");
+    assert!(tx.use_totp_step(second, 101).await.expect("newer step"));
+    tx.commit().await.expect("commit");
+    let active = &store.mfa_factors(u.id).await.expect("factors")[0];
+    assert_eq!((active.state.as_str(), active.last_used_step, active.confirmed_at), ("active", 101, Some(t)));
+
+    // Recovery codes are spent once.
+    let mut tx = store.begin().await.expect("begin");
+    tx.replace_recovery_codes(u.id, &["a".into(), "b".into()], t).await.expect("codes");
+    tx.commit().await.expect("commit");
+    assert_eq!(store.recovery_codes_left(u.id).await.expect("left"), 2);
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.use_recovery_code(u.id, "a", t).await.expect("use"));
+    assert!(!tx.use_recovery_code(u.id, "a", t).await.expect("reuse"), "a recovery code works once");
+    assert!(!tx.use_recovery_code(u.id, "zz", t).await.expect("unknown"));
+    tx.commit().await.expect("commit");
+    assert_eq!(store.recovery_codes_left(u.id).await.expect("left"), 1);
+
+    // Challenges count attempts and are consumed once.
+    let c = MfaChallengeRecord {
+        id: Uuid::now_v7(),
+        token_hash: "challenge-hash".into(),
+        user_id: u.id,
+        created_at: t,
+        expires_at: t + Duration::from_secs(300),
+        attempts: 0,
+        used_at: None,
+    };
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_mfa_challenge(&c).await.expect("challenge");
+    assert_eq!(tx.count_challenge_attempt(c.id).await.expect("attempt"), 1);
+    assert!(tx.consume_mfa_challenge(c.id, t).await.expect("consume"));
+    assert!(!tx.consume_mfa_challenge(c.id, t).await.expect("consume twice"));
+    tx.commit().await.expect("commit");
+    let read = store.mfa_challenge("challenge-hash").await.expect("read").expect("present");
+    assert_eq!((read.attempts, read.used_at), (1, Some(t)));
+
+    // Sessions remember MFA; API keys round-trip and revoke once, for their owner only.
+    let s = SessionRecord { mfa_at: None, ..session(u.id, "mfa-session") };
+    insert_session(store, &s).await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.set_session_mfa(s.id, t).await.expect("mfa"));
+    tx.commit().await.expect("commit");
+    assert_eq!(store.session_by_id(s.id).await.expect("read").expect("present").mfa_at, Some(t));
+    let k = ApiKeyRecord {
+        id: Uuid::now_v7(),
+        user_id: u.id,
+        name: "ci".into(),
+        key_hash: "api-key-hash".into(),
+        role: "service".into(),
+        created_at: t,
+        expires_at: t + Duration::from_secs(86_400),
+        revoked_at: None,
+        last_used_at: None,
+    };
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_api_key(&k).await.expect("api key");
+    tx.commit().await.expect("commit");
+    assert_eq!(store.api_key_by_hash("api-key-hash").await.expect("read"), Some(k.clone()));
+    assert_eq!(store.api_keys(u.id).await.expect("list"), vec![k.clone()]);
+    let mut tx = store.begin().await.expect("begin");
+    assert!(!tx.revoke_api_key(k.id, Uuid::now_v7(), t).await.expect("other user"), "owner only");
+    assert!(tx.revoke_api_key(k.id, u.id, t).await.expect("revoke"));
+    assert!(!tx.revoke_api_key(k.id, u.id, t).await.expect("revoke twice"));
+    tx.delete_mfa_factors(u.id).await.expect("reset mfa");
+    tx.commit().await.expect("commit");
+    assert!(store.mfa_factors(u.id).await.expect("factors").is_empty(), "MFA reset removes factors");
+    assert_eq!(store.recovery_codes_left(u.id).await.expect("left"), 0, "and recovery codes");
 }

@@ -14,6 +14,7 @@
 
 mod common;
 pub mod conformance;
+mod credentials;
 mod error;
 pub mod group_commit;
 pub mod model;
@@ -31,7 +32,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use error::StoreError;
-pub use model::{AuditFilter, AuditRow, CheckpointRow, SessionRecord, UserRecord};
+pub use model::{
+    ApiKeyRecord, AuditFilter, AuditRow, CheckpointRow, DataKeyRecord, MfaChallengeRecord, MfaFactorRecord,
+    SessionRecord, UserRecord,
+};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -98,7 +102,7 @@ pub async fn open(options: &ConnectOptions) -> Result<Arc<dyn Store>> {
 /// Reads run directly on the store. Every change runs in a [`StoreTx`] obtained from
 /// [`Store::begin`], so that it commits together with its audit record or not at all.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + AuditStore + Send + Sync + 'static {
+pub trait Store: UserStore + SessionStore + AuditStore + CredentialStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// A round trip to the database, for `/readyz`.
     async fn ping(&self) -> Result<()>;
@@ -115,7 +119,7 @@ pub type Sealer<'a> = &'a (dyn Fn(i64, &str) -> AuditRow + Send + Sync);
 
 /// A write transaction. Dropping it without [`StoreTx::commit`] rolls everything back.
 #[async_trait]
-pub trait StoreTx: Send {
+pub trait StoreTx: CredentialTx + Send {
     /// Inserts a new user; [`StoreError::Conflict`] if the username (any case) is taken.
     async fn insert_user(&mut self, user: &UserRecord) -> Result<()>;
     /// Disables or re-enables a user; disabling revokes every live session too.
@@ -193,4 +197,50 @@ pub trait AuditStore {
     async fn checkpoints(&self) -> Result<Vec<CheckpointRow>>;
     /// The settings recorded at the last start, by key.
     async fn settings_snapshot(&self) -> Result<Vec<(String, String)>>;
+}
+
+/// Data keys, second factors, sign-in challenges and API keys (reads).
+#[async_trait]
+pub trait CredentialStore {
+    async fn data_key_by_scope(&self, scope: &str) -> Result<Option<DataKeyRecord>>;
+    async fn data_key_by_id(&self, id: Uuid) -> Result<Option<DataKeyRecord>>;
+    /// A user's second factors (pending and active), oldest first.
+    async fn mfa_factors(&self, user_id: Uuid) -> Result<Vec<MfaFactorRecord>>;
+    /// How many of the user's recovery codes are still unused.
+    async fn recovery_codes_left(&self, user_id: Uuid) -> Result<i64>;
+    async fn mfa_challenge(&self, token_hash: &str) -> Result<Option<MfaChallengeRecord>>;
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>>;
+    /// A user's API keys (live, expired and revoked), oldest first.
+    async fn api_keys(&self, user_id: Uuid) -> Result<Vec<ApiKeyRecord>>;
+}
+
+/// Data keys, second factors, sign-in challenges and API keys (changes, inside a [`StoreTx`]).
+#[async_trait]
+pub trait CredentialTx {
+    /// Stores a wrapped data key; [`StoreError::Conflict`] if its scope already has one.
+    async fn insert_data_key(&mut self, key: &DataKeyRecord) -> Result<()>;
+    /// Stores a factor, replacing any pending factor of the same kind of that user.
+    async fn insert_mfa_factor(&mut self, factor: &MfaFactorRecord) -> Result<()>;
+    /// Turns a pending factor active; false if it was not pending.
+    async fn activate_mfa_factor(&mut self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
+    /// Removes every factor and recovery code of a user (an administrator's MFA reset).
+    async fn delete_mfa_factors(&mut self, user_id: Uuid) -> Result<()>;
+    /// Marks a TOTP time step used; false when that step or a later one was used already
+    /// (so each code is accepted once).
+    async fn use_totp_step(&mut self, id: Uuid, step: i64) -> Result<bool>;
+    /// Replaces a user's recovery codes with new digests.
+    async fn replace_recovery_codes(&mut self, user_id: Uuid, hashes: &[String], now: OffsetDateTime) -> Result<()>;
+    /// Spends one recovery code; false if it is unknown or was used.
+    async fn use_recovery_code(&mut self, user_id: Uuid, hash: &str, now: OffsetDateTime) -> Result<bool>;
+    /// Stores a sign-in challenge (and drops expired ones).
+    async fn insert_mfa_challenge(&mut self, challenge: &MfaChallengeRecord) -> Result<()>;
+    /// Counts one more attempt at a challenge; returns the new count.
+    async fn count_challenge_attempt(&mut self, id: Uuid) -> Result<i64>;
+    /// Marks a challenge used; false if it was used already.
+    async fn consume_mfa_challenge(&mut self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
+    /// Records that the session's holder proved a second factor at `at`.
+    async fn set_session_mfa(&mut self, id: Uuid, at: OffsetDateTime) -> Result<bool>;
+    async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<()>;
+    /// Revokes one of a user's API keys; false if unknown, another user's, or revoked already.
+    async fn revoke_api_key(&mut self, id: Uuid, user_id: Uuid, now: OffsetDateTime) -> Result<bool>;
 }

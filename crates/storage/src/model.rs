@@ -39,7 +39,82 @@ pub struct SessionRecord {
     pub assumed_role: Option<String>,
     /// For a temporary credential: the session that made it.
     pub parent_session_id: Option<Uuid>,
+    /// When the holder last proved a second factor in this session (None: never).
+    pub mfa_at: Option<OffsetDateTime>,
 }
+
+/// A data key, stored only wrapped by a master-key version of the key store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataKeyRecord {
+    pub id: Uuid,
+    /// What it encrypts: `user/<id>`, `system/password-pepper`, …; unique.
+    pub scope: String,
+    /// The master-key version that wraps it.
+    pub key_version: i64,
+    pub wrapped: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    pub destroyed_at: Option<OffsetDateTime>,
+}
+
+/// One second factor of a user. `secret` is sealed; its meaning belongs to `kind`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MfaFactorRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// `totp` (WebAuthn later).
+    pub kind: String,
+    /// `pending` until confirmed, then `active`.
+    pub state: String,
+    pub secret: Vec<u8>,
+    pub data_key_id: Uuid,
+    /// TOTP: the newest time step accepted; only later steps are accepted next.
+    pub last_used_step: i64,
+    pub created_at: OffsetDateTime,
+    pub confirmed_at: Option<OffsetDateTime>,
+}
+
+/// The step between a verified password and the second factor.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MfaChallengeRecord {
+    pub id: Uuid,
+    pub token_hash: String,
+    pub user_id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub attempts: i64,
+    pub used_at: Option<OffsetDateTime>,
+}
+
+/// An API key of a service account; only the key's SHA-256 is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    pub key_hash: String,
+    /// The one role the key acts with.
+    pub role: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+macro_rules! redacted_debug {
+    ($t:ty, $secret:literal, [$($field:ident),*]) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))
+                    $(.field(stringify!($field), &self.$field))*
+                    .field($secret, &"<redacted>")
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+redacted_debug!(MfaFactorRecord, "secret", [id, user_id, kind, state, last_used_step, created_at]);
+redacted_debug!(MfaChallengeRecord, "token_hash", [id, user_id, expires_at, attempts, used_at]);
+redacted_debug!(ApiKeyRecord, "key_hash", [id, user_id, name, role, expires_at, revoked_at]);
 
 /// One audit record as stored. Its meaning and hashing belong to `ward-audit`.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -152,6 +227,7 @@ mod tests {
             user_agent: None,
             assumed_role: None,
             parent_session_id: None,
+            mfa_at: None,
         };
         assert!(!format!("{s:?}").contains("TOKENHASH"));
     }

@@ -67,6 +67,7 @@ async fn lock_file(db: &Path) -> Result<File> {
 }
 
 impl_common_stores!(SqliteStore, SqliteTx, crate::rows::sql::AUDIT_HEAD);
+crate::credentials::impl_credential_stores!(SqliteStore, SqliteTx);
 
 #[async_trait]
 impl Store for SqliteStore {

@@ -1,0 +1,18 @@
+//! Ward's key management (HIPAA § 164.312(a)(2)(iv), encryption and decryption): envelope
+//! encryption with AES-256-GCM.
+//!
+//! PHI is sealed with per-scope [`DataKey`]s ([`seal`], [`open`]); data keys are stored only
+//! wrapped by a versioned master key held by a [`KeyStore`]. The default store is
+//! [`LocalKeyStore`], a keyring file sealed with a passphrase (argon2id).
+
+pub mod aead;
+pub mod error;
+pub mod local;
+pub mod registry;
+pub mod store;
+
+pub use aead::{DataKey, SEALED_OVERHEAD, open, seal};
+pub use error::KeyError;
+pub use local::{KdfCost, LocalKeyStore};
+pub use registry::DataKeys;
+pub use store::{KeyState, KeyStore, KeyVersionInfo, WrappedKey};

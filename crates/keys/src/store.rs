@@ -1,0 +1,57 @@
+//! The master-key store interface: wrapping and unwrapping data keys with versioned master
+//! keys. Backends: [`crate::LocalKeyStore`] ("local") today; PKCS#11 and AWS KMS later.
+
+use crate::aead::DataKey;
+use crate::error::KeyError;
+
+/// A data key wrapped (encrypted) by one master-key version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrappedKey {
+    pub version: u32,
+    pub ciphertext: Vec<u8>,
+}
+
+/// The role of a master-key version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// Wraps new data keys (exactly one version is active).
+    Active,
+    /// An older version: still unwraps, never wraps.
+    DecryptOnly,
+}
+
+/// One master-key version as shown to operators (no key material).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyVersionInfo {
+    pub version: u32,
+    pub state: KeyState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+}
+
+/// A store of versioned master keys that wraps and unwraps data keys.
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// The backend's name: "local", later "pkcs11", "aws-kms".
+    fn backend(&self) -> &'static str;
+
+    /// Warnings an operator must see (e.g. an unsealed local keyring); shown in `/readyz`
+    /// details and logs. Empty when all is well.
+    fn warnings(&self) -> Vec<String>;
+
+    /// Wraps `key` with the active master version. `aad` binds the wrapped key to its place
+    /// (e.g. `b"ward:data-key:user/<id>"`); the same `aad` is needed to unwrap it.
+    async fn wrap(&self, key: &DataKey, aad: &[u8]) -> Result<WrappedKey, KeyError>;
+
+    /// Unwraps with the version recorded in `wrapped`. A wrong `aad` or tampering is
+    /// [`KeyError::Integrity`]; an unknown version is [`KeyError::UnknownVersion`].
+    async fn unwrap(&self, wrapped: &WrappedKey, aad: &[u8]) -> Result<DataKey, KeyError>;
+
+    /// All master versions, oldest first.
+    async fn versions(&self) -> Result<Vec<KeyVersionInfo>, KeyError>;
+
+    /// Creates a new master version, which becomes active; older ones become decrypt-only.
+    /// Returns the new version.
+    async fn rotate(&self) -> Result<u32, KeyError>;
+}
