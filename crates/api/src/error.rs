@@ -130,8 +130,19 @@ impl From<AuthError> for ApiError {
             AuthError::SessionExpired => {
                 Self::new(StatusCode::UNAUTHORIZED, "session_expired", "the session has ended")
             }
+            AuthError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            AuthError::MfaRequired(m) => Self::new(StatusCode::FORBIDDEN, "mfa_required", m),
+            AuthError::MfaChallengeInvalid => Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()),
+            AuthError::InvalidCode => Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", e.to_string()),
             AuthError::Store(s) => s.into(),
             AuthError::Audit(a) => a.into(),
+            AuthError::Keys(k) => {
+                tracing::error!(error = %k, "key management failed");
+                match k {
+                    ward_keys::KeyError::Store(s) => s.into(),
+                    _ => Self::internal(),
+                }
+            }
             AuthError::Hash(h) => {
                 tracing::error!(error = %h, "password hashing failed");
                 Self::internal()

@@ -109,7 +109,12 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// A caller whose session may still lack the second factor its role requires. Only the
+/// routes that let such a user enroll, read its session and log out take this; every
+/// other route takes [`Caller`], which refuses it with 403 `mfa_required`.
+pub struct EnrollingCaller(pub Caller);
+
+impl FromRequestParts<AppState> for EnrollingCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -123,6 +128,31 @@ impl FromRequestParts<AppState> for Caller {
         let anonymous = client.context();
         let who = state.accounts.authenticate(&anonymous, token).await?;
         let ctx = who.context(client.ip, client.user_agent, anonymous.now);
-        Ok(Caller { who, ctx })
+        Ok(EnrollingCaller(Caller { who, ctx }))
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let EnrollingCaller(caller) = EnrollingCaller::from_request_parts(parts, state).await?;
+        if caller.who.mfa_enrollment_required {
+            let route = parts.extensions.get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
+            let event = caller
+                .ctx
+                .event("access.denied", ward_audit::Outcome::Denied)
+                .reason("mfa_required")
+                .detail("method", parts.method.as_str())
+                .detail("route", route.unwrap_or_default());
+            state.audit.record_alone(&event).await?;
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "mfa_required",
+                "this account's role requires a second factor: enroll one at /v1/auth/mfa/totp/enroll, or sign in \
+                 again with it",
+            ));
+        }
+        Ok(caller)
     }
 }

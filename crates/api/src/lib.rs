@@ -39,6 +39,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub accounts: Accounts,
+    /// Data keys under the master-key store.
+    pub keys: ward_keys::DataKeys,
     /// The audit trail every handler records through.
     pub audit: AuditLog,
     pub metrics: Arc<metrics::Metrics>,

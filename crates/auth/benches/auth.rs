@@ -2,6 +2,7 @@
 //! Run: `cargo bench -p ward-auth`. Figures are recorded in docs/authentication.md.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -39,10 +40,21 @@ fn setup(rt: &tokio::runtime::Runtime, dir: &tempfile::TempDir) -> (Accounts, St
             attempts_per_ip_per_minute: 1_000_000,
             max_concurrent_hashes: 4,
         };
-        let accounts = Accounts::new(store, audit, PasswordHasher::default_params().expect("params"), settings);
+        let accounts = Accounts::new(
+            store.clone(),
+            audit,
+            PasswordHasher::default_params().expect("params"),
+            settings,
+            ward_keys::DataKeys::new(store, Arc::new(ward_keys::LocalKeyStore::ephemeral())),
+        );
         let ctx = Context::cli(None, OffsetDateTime::now_utc());
         accounts.create_user(&ctx, "bench.user", "benchmark passphrase 9", &["staff".into()]).await.expect("user");
-        let ok = accounts.login(&api(), "bench.user", "benchmark passphrase 9").await.expect("login");
+        let ok = accounts
+            .login(&api(), "bench.user", "benchmark passphrase 9")
+            .await
+            .expect("login")
+            .session()
+            .expect("no MFA step");
         (accounts, ok.token.expose().to_string())
     })
 }
@@ -83,7 +95,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("argon2id_m64_t3_one_at_a_time", |b| {
         b.iter(|| {
             rt.block_on(async {
-                black_box(accounts.login(&api(), "bench.user", "benchmark passphrase 9").await.expect("login"))
+                black_box(
+                    accounts
+                        .login(&api(), "bench.user", "benchmark passphrase 9")
+                        .await
+                        .expect("login")
+                        .session()
+                        .expect("no MFA step"),
+                )
             })
         })
     });

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use ward_audit::{AuditLog, Context, Outcome};
 use ward_crypto::{PasswordHasher, SessionToken};
+use ward_keys::DataKeys;
 use ward_storage::{SessionRecord, Store, UserRecord};
 
 use crate::{AuthError, PasswordPolicy, Role, User, Username};
@@ -63,13 +64,55 @@ pub struct LoginSuccess {
     pub token: SessionToken,
     pub session: SessionRecord,
     pub user: User,
+    /// The user's role requires a second factor it has not enrolled: the session may only
+    /// enroll one, read itself and log out.
+    pub mfa_enrollment_required: bool,
+}
+
+/// The answer to a correct password.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// Signed in.
+    Session(Box<LoginSuccess>),
+    /// The user has a second factor: present a code with this one-time `mfa_token`
+    /// ([`Accounts::complete_mfa_login`]) before `expires_at`.
+    MfaRequired { mfa_token: SessionToken, expires_at: OffsetDateTime },
+}
+
+impl LoginOutcome {
+    /// The session, when no second step is needed.
+    pub fn session(self) -> Option<LoginSuccess> {
+        match self {
+            LoginOutcome::Session(s) => Some(*s),
+            LoginOutcome::MfaRequired { .. } => None,
+        }
+    }
+}
+
+/// What kind of credential a request carries (policy conditions will test it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// A sign-in session.
+    Session,
+    /// A temporary credential made by `POST /v1/sts/assume-role`.
+    Temporary,
+    /// A service account's API key.
+    ApiKey,
 }
 
 /// A request's verified identity.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub user: User,
+    /// The session (for an API key: a stand-in carrying the key's id and expiry).
     pub session: SessionRecord,
+    pub kind: CredentialKind,
+    /// The holder proved a second factor in this session.
+    pub mfa: bool,
+    /// The user's role requires MFA and this session has not proved it: only enrollment,
+    /// the session itself and logout are open to it.
+    pub mfa_enrollment_required: bool,
 }
 
 impl Authenticated {
@@ -79,6 +122,7 @@ impl Authenticated {
         c.user_id = Some(self.user.id.to_string());
         c.username = Some(self.user.username.clone());
         c.session_id = Some(self.session.id.to_string());
+        c.mfa = self.mfa;
         c
     }
 
@@ -94,27 +138,77 @@ pub enum UserRef<'a> {
     Id(Uuid),
 }
 
+/// Second factors and API keys: who must use MFA, how authenticator apps name Ward, and
+/// how long an API key may live.
+#[derive(Debug, Clone)]
+pub struct CredentialSettings {
+    pub mfa_required_roles: Vec<Role>,
+    pub mfa_issuer: String,
+    pub api_key_max_days: u64,
+}
+
+impl Default for CredentialSettings {
+    fn default() -> Self {
+        Self {
+            mfa_required_roles: vec![Role::Admin, Role::Clinician, Role::Auditor],
+            mfa_issuer: "Ward".into(),
+            api_key_max_days: 365,
+        }
+    }
+}
+
 /// The identity service. Cheap to clone.
 #[derive(Clone)]
 pub struct Accounts {
-    store: Arc<dyn Store>,
-    audit: AuditLog,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) audit: AuditLog,
     hasher: PasswordHasher,
     policy: PasswordPolicy,
-    limits: SessionLimits,
-    settings: AuthSettings,
+    pub(crate) limits: SessionLimits,
+    pub(crate) settings: AuthSettings,
+    pub(crate) credentials: Arc<CredentialSettings>,
+    /// Data keys that seal MFA secrets.
+    pub(crate) keys: DataKeys,
     per_ip: Arc<IpLimiter>,
     /// Bounds concurrent argon2 work, and so its memory.
     hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, audit: AuditLog, hasher: PasswordHasher, settings: AuthSettings) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        audit: AuditLog,
+        hasher: PasswordHasher,
+        settings: AuthSettings,
+        keys: DataKeys,
+    ) -> Self {
         let per_minute =
             std::num::NonZeroU32::new(settings.attempts_per_ip_per_minute).unwrap_or(std::num::NonZeroU32::MIN);
         let per_ip = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)));
         let hashing = Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_hashes.max(1) as usize));
-        Self { store, audit, hasher, policy: settings.policy, limits: settings.limits, settings, per_ip, hashing }
+        Self {
+            store,
+            audit,
+            hasher,
+            policy: settings.policy,
+            limits: settings.limits,
+            settings,
+            credentials: Arc::new(CredentialSettings::default()),
+            keys,
+            per_ip,
+            hashing,
+        }
+    }
+
+    /// Replaces the MFA and API-key settings (defaults: [`CredentialSettings::default`]).
+    pub fn with_credential_settings(mut self, credentials: CredentialSettings) -> Self {
+        self.credentials = Arc::new(credentials);
+        self
+    }
+
+    /// True when one of `roles` must use a second factor.
+    pub fn mfa_required_for(&self, roles: &[Role]) -> bool {
+        roles.iter().any(|r| self.credentials.mfa_required_roles.contains(r))
     }
 
     /// Creates a user after checking the name, the roles and the password policy.
@@ -254,7 +348,7 @@ impl Accounts {
     /// Verifies a password and opens a session. Unknown users, wrong passwords and
     /// disabled accounts all answer [`AuthError::InvalidCredentials`], after the same
     /// argon2 work; the audit record keeps the real reason.
-    pub async fn login(&self, ctx: &Context, username: &str, password: &str) -> Result<LoginSuccess, AuthError> {
+    pub async fn login(&self, ctx: &Context, username: &str, password: &str) -> Result<LoginOutcome, AuthError> {
         let refuse = |reason: &str, user_id: Option<Uuid>| {
             let mut event = ctx.event("auth.login", Outcome::Failure).claimed_username(username).reason(reason);
             event.actor.user_id = user_id.map(|id| id.to_string());
@@ -310,12 +404,60 @@ impl Accounts {
         }
         let record = record.ok_or(AuthError::InvalidCredentials)?;
         let user = User::try_from(&record)?;
+        // Upgrade a hash made with older parameters while the password is at hand.
+        let rehash =
+            if self.hasher.needs_rehash(&record.password_hash) { Some(self.hash(password).await?) } else { None };
+        let enrolled = self.has_active_factor(record.id).await?;
+        let mut tx = self.store.begin().await?;
+        if let Some(hash) = &rehash {
+            // The password did not change, only its hash: no session ends.
+            tx.rehash_password(record.id, hash).await?;
+        }
+        if enrolled {
+            // The password was right; the failure counter is cleared only once the second
+            // factor is right too.
+            let (mfa_token, challenge) = self.new_challenge(record.id, ctx.now);
+            tx.insert_mfa_challenge(&challenge).await?;
+            let event = ctx
+                .event("auth.login", Outcome::Success)
+                .user(user.id, user.username.clone())
+                .reason("mfa_required")
+                .detail("next_step", "mfa");
+            self.audit.record(&mut *tx, &event).await?;
+            tx.commit().await?;
+            return Ok(LoginOutcome::MfaRequired { mfa_token, expires_at: challenge.expires_at });
+        }
+        if record.failed_logins > 0 || record.locked_until.is_some() {
+            tx.unlock_user(record.id, ctx.now).await?;
+        }
+        let (token, session) = self.new_session(ctx, user.id, None);
+        tx.insert_session(&session).await?;
+        let mfa_enrollment_required = self.mfa_required_for(&user.roles);
+        let event = ctx
+            .event("auth.login", Outcome::Success)
+            .user(user.id, user.username.clone())
+            .session(session.id)
+            .resource(format!("session/{}", session.id))
+            .detail("mfa_enrollment_required", mfa_enrollment_required);
+        self.audit.record(&mut *tx, &event).await?;
+        tx.commit().await?;
+        Ok(LoginOutcome::Session(Box::new(LoginSuccess { token, session, user, mfa_enrollment_required })))
+    }
+
+    /// A new sign-in session for `user_id`, with the configured limits; `mfa_at` when a
+    /// second factor was just proved.
+    pub(crate) fn new_session(
+        &self,
+        ctx: &Context,
+        user_id: Uuid,
+        mfa_at: Option<OffsetDateTime>,
+    ) -> (SessionToken, SessionRecord) {
         let token = SessionToken::generate();
         let now = whole_millis(ctx.now);
         let session = SessionRecord {
             id: Uuid::now_v7(),
             token_hash: token.hash().0,
-            user_id: user.id,
+            user_id,
             created_at: now,
             last_seen_at: now,
             idle_expires_at: now + self.limits.idle,
@@ -325,27 +467,9 @@ impl Accounts {
             user_agent: ctx.user_agent.clone(),
             assumed_role: None,
             parent_session_id: None,
+            mfa_at: mfa_at.map(whole_millis),
         };
-        // Upgrade a hash made with older parameters while the password is at hand.
-        let rehash =
-            if self.hasher.needs_rehash(&record.password_hash) { Some(self.hash(password).await?) } else { None };
-        let mut tx = self.store.begin().await?;
-        if record.failed_logins > 0 || record.locked_until.is_some() {
-            tx.unlock_user(record.id, now).await?;
-        }
-        if let Some(hash) = &rehash {
-            // The password did not change, only its hash: no session ends.
-            tx.rehash_password(record.id, hash).await?;
-        }
-        tx.insert_session(&session).await?;
-        let event = ctx
-            .event("auth.login", Outcome::Success)
-            .user(user.id, user.username.clone())
-            .session(session.id)
-            .resource(format!("session/{}", session.id));
-        self.audit.record(&mut *tx, &event).await?;
-        tx.commit().await?;
-        Ok(LoginSuccess { token, session, user })
+        (token, session)
     }
 
     /// Resolves a bearer token to its live session, enforcing idle and absolute limits,
@@ -353,6 +477,9 @@ impl Accounts {
     /// recorded (once: it is revoked in the same transaction).
     pub async fn authenticate(&self, ctx: &Context, token: &str) -> Result<Authenticated, AuthError> {
         let now = ctx.now;
+        if token.starts_with(crate::api_keys::API_KEY_PREFIX) {
+            return self.authenticate_api_key(token, now).await;
+        }
         let hash = SessionToken::from_client(token).hash();
         let session = self.store.session_by_token_hash(&hash.0).await?.ok_or(AuthError::Unauthenticated)?;
         if session.revoked_at.is_some() {
@@ -397,12 +524,20 @@ impl Accounts {
         // (at most 5 s): the deadline is then early by at most that much, never late.
         let step = (self.limits.idle / 10).min(Duration::from_secs(5));
         if now - session.last_seen_at < step {
-            return Ok(Authenticated { user, session });
+            return Ok(self.authenticated(user, session));
         }
         let idle_expires_at = (now + self.limits.idle).min(session.expires_at);
         self.store.touch_session(session.id, now, idle_expires_at).await?;
         let session = SessionRecord { last_seen_at: now, idle_expires_at, ..session };
-        Ok(Authenticated { user, session })
+        Ok(self.authenticated(user, session))
+    }
+
+    /// The identity of a live session, with its MFA state.
+    fn authenticated(&self, user: User, session: SessionRecord) -> Authenticated {
+        let kind = if session.assumed_role.is_some() { CredentialKind::Temporary } else { CredentialKind::Session };
+        let mfa = session.mfa_at.is_some();
+        let mfa_enrollment_required = !mfa && self.mfa_required_for(&user.roles);
+        Authenticated { user, session, kind, mfa, mfa_enrollment_required }
     }
 
     /// Issues a temporary credential (like AWS STS AssumeRole) that acts with one role the
@@ -418,6 +553,9 @@ impl Accounts {
         duration_s: u64,
     ) -> Result<LoginSuccess, AuthError> {
         let attempt = async {
+            if who.kind == CredentialKind::ApiKey {
+                return Err(AuthError::Forbidden("an API key cannot assume a role: it acts with its own".into()));
+            }
             if !(900..=43_200).contains(&duration_s) {
                 return Err(AuthError::Invalid("duration_s: must be between 900 and 43200".into()));
             }
@@ -441,6 +579,8 @@ impl Accounts {
                 user_agent: ctx.user_agent.clone(),
                 assumed_role: Some(role.as_str().to_string()),
                 parent_session_id: Some(who.session.id),
+                // The credential carries its parent's proof of a second factor.
+                mfa_at: who.session.mfa_at,
             };
             let mut tx = self.store.begin().await?;
             tx.insert_session(&session).await?;
@@ -451,7 +591,8 @@ impl Accounts {
                 .detail("duration_s", duration_s);
             self.audit.record(&mut *tx, &event).await?;
             tx.commit().await?;
-            Ok(LoginSuccess { token, session, user: User { roles: vec![role], ..who.user.clone() } })
+            let user = User { roles: vec![role], ..who.user.clone() };
+            Ok(LoginSuccess { token, session, user, mfa_enrollment_required: false })
         };
         match attempt.await {
             Err(AuthError::Forbidden(m)) => {
@@ -529,7 +670,7 @@ impl Accounts {
 
     /// Records a refused administrative attempt (its reason code, never its input) and
     /// passes the result on. Infrastructure failures are not attempts and are not recorded.
-    async fn audited_failure<T>(
+    pub(crate) async fn audited_failure<T>(
         &self,
         ctx: &Context,
         action: &str,

@@ -40,8 +40,23 @@ pub enum AuthError {
     /// The session ended: idle or absolute limit reached, revoked, or logged out.
     #[error("session expired")]
     SessionExpired,
+    /// A conflicting state (e.g. enrolling a factor that is already enrolled).
+    #[error("{0}")]
+    Conflict(String),
+    /// The session lacks the second factor its role requires.
+    #[error("{0}")]
+    MfaRequired(String),
+    /// The second step of a sign-in is unknown, used or expired: sign in again.
+    #[error("the MFA sign-in step is unknown or expired: sign in again")]
+    MfaChallengeInvalid,
+    /// A second-factor code that does not match (or was used already).
+    #[error("the code is not valid")]
+    InvalidCode,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Sealing or opening a secret failed (key store unavailable, or tampered data).
+    #[error("key management: {0}")]
+    Keys(#[from] ward_keys::KeyError),
     /// The audit record could not be written, so the operation did not happen.
     #[error(transparent)]
     Audit(#[from] ward_audit::AuditError),
@@ -67,7 +82,11 @@ impl AuthError {
             AuthError::RateLimited { .. } => "rate_limited",
             AuthError::Unauthenticated => "unauthenticated",
             AuthError::SessionExpired => "session_expired",
-            AuthError::Store(_) | AuthError::Audit(_) | AuthError::Hash(_) => "internal",
+            AuthError::Conflict(_) => "conflict",
+            AuthError::MfaRequired(_) => "mfa_required",
+            AuthError::MfaChallengeInvalid => "mfa_challenge_invalid",
+            AuthError::InvalidCode => "invalid_code",
+            AuthError::Store(_) | AuthError::Audit(_) | AuthError::Hash(_) | AuthError::Keys(_) => "internal",
         }
     }
 }

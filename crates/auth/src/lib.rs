@@ -9,9 +9,15 @@
 //! authentication issue and extend these types.
 
 mod accounts;
+mod api_keys;
 mod error;
+pub mod mfa;
 mod types;
 
-pub use accounts::{Accounts, AuthSettings, Authenticated, LoginSuccess, SessionLimits, UserRef};
+pub use accounts::{
+    Accounts, AuthSettings, Authenticated, CredentialKind, CredentialSettings, LoginOutcome, LoginSuccess,
+    SessionLimits, UserRef,
+};
+pub use api_keys::{API_KEY_PREFIX, ApiKeyView, NewApiKey};
 pub use error::AuthError;
 pub use types::{PasswordPolicy, Role, User, Username};

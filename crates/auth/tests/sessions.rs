@@ -45,7 +45,11 @@ async fn env() -> Env {
         attempts_per_ip_per_minute: 1000,
         max_concurrent_hashes: 2,
     };
-    Env { accounts: Accounts::new(store.clone(), audit, hasher, settings), store, _dir: dir }
+    Env { accounts: Accounts::new(store.clone(), audit, hasher, settings, keys(&store)), store, _dir: dir }
+}
+
+fn keys(store: &Arc<dyn Store>) -> ward_keys::DataKeys {
+    ward_keys::DataKeys::new(store.clone(), Arc::new(ward_keys::LocalKeyStore::ephemeral()))
 }
 
 fn t0() -> OffsetDateTime {
@@ -63,7 +67,8 @@ async fn idle_limit_ends_a_session_and_activity_extends_it() {
     a.create_user(&Context::cli(None, t0()), "idle.user", "long enough password", &["staff".into()])
         .await
         .expect("user");
-    let ok = a.login(&at(t0()), "idle.user", "long enough password").await.expect("login");
+    let ok =
+        a.login(&at(t0()), "idle.user", "long enough password").await.expect("login").session().expect("no MFA step");
     let token = ok.token.expose().to_string();
 
     // Used at 14 minutes: still alive, and the idle deadline moves.
@@ -92,7 +97,8 @@ async fn absolute_limit_ends_even_an_active_session() {
     a.create_user(&Context::cli(None, t0()), "busy.user", "long enough password", &["clinician".into()])
         .await
         .expect("user");
-    let ok = a.login(&at(t0()), "busy.user", "long enough password").await.expect("login");
+    let ok =
+        a.login(&at(t0()), "busy.user", "long enough password").await.expect("login").session().expect("no MFA step");
     let token = ok.token.expose().to_string();
     let mut now = t0();
     // Active every 10 minutes for 12 hours.

@@ -16,7 +16,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub session: SessionConfig,
     pub auth: AuthConfig,
-    pub keys: EmptySection,
+    pub keys: KeysConfig,
     pub audit: AuditConfig,
     pub cluster: EmptySection,
     pub files: EmptySection,
@@ -152,6 +152,39 @@ pub struct AuthConfig {
     /// Password hashes computed at once on this node; each holds `argon2_memory_kib` of
     /// memory, so this bounds the memory a burst of sign-ins can take.
     pub max_concurrent_hashes: u32,
+    /// Roles whose holders must use a second factor: until they enroll, their sessions may
+    /// only enroll, read the session and log out (403 `mfa_required` elsewhere).
+    pub mfa_required_roles: Vec<String>,
+    /// The issuer shown by authenticator apps (`otpauth://` URI).
+    pub mfa_issuer: String,
+    /// Longest lifetime of a service account's API key, in days.
+    pub api_key_max_days: u64,
+}
+
+/// `[keys]`: where the master keys live (HIPAA 164.312(a)(2)(iv)).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// `local`: a keyring file in `<data_dir>/keys`, sealed with a key derived from
+    /// `WARD_MASTER_PASSPHRASE` (unsealed, with a warning, when that is unset).
+    /// `pkcs11` and `aws-kms` arrive with the key-management work.
+    pub backend: String,
+    /// Directory of the local keyring (default `<data_dir>/keys`). Nodes that share a
+    /// database must use the same keyring (the same sealed file on each node).
+    pub local_dir: Option<PathBuf>,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self { backend: "local".into(), local_dir: None }
+    }
+}
+
+impl KeysConfig {
+    /// Where the local keyring lives for a data dir.
+    pub fn local_dir(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.local_dir.clone().unwrap_or_else(|| data_dir.join("keys"))
+    }
 }
 
 impl Default for AuthConfig {
@@ -164,6 +197,9 @@ impl Default for AuthConfig {
             argon2_memory_kib: 64 * 1024,
             argon2_iterations: 3,
             max_concurrent_hashes: 4,
+            mfa_required_roles: vec!["admin".into(), "clinician".into(), "auditor".into()],
+            mfa_issuer: "Ward".into(),
+            api_key_max_days: 365,
         }
     }
 }
@@ -304,6 +340,32 @@ impl Config {
         in_range("auth.argon2_iterations", u64::from(self.auth.argon2_iterations), 2, 10)?;
         in_range("auth.max_concurrent_hashes", u64::from(self.auth.max_concurrent_hashes), 1, 256)?;
         in_range("auth.hard_lock_threshold", self.auth.hard_lock_threshold, self.auth.lockout_threshold + 1, 100)?;
+        const ROLES: [&str; 6] = ["admin", "clinician", "staff", "patient", "auditor", "service"];
+        if let Some(bad) = self.auth.mfa_required_roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
+            return Err(ConfigError::invalid(
+                "auth.mfa_required_roles",
+                format!("unknown role `{bad}` (expected any of {})", ROLES.join(", ")),
+            ));
+        }
+        if self.auth.mfa_issuer.is_empty() || self.auth.mfa_issuer.contains(':') || self.auth.mfa_issuer.len() > 64 {
+            return Err(ConfigError::invalid("auth.mfa_issuer", "1 to 64 characters, without `:`"));
+        }
+        in_range("auth.api_key_max_days", self.auth.api_key_max_days, 1, 3_650)?;
+        match self.keys.backend.as_str() {
+            "local" => {}
+            "pkcs11" | "aws-kms" => {
+                return Err(ConfigError::invalid(
+                    "keys.backend",
+                    format!("`{}` is not available in this version yet; use `local`", self.keys.backend),
+                ));
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    "keys.backend",
+                    format!("unknown backend `{other}` (expected local, pkcs11 or aws-kms)"),
+                ));
+            }
+        }
         in_range(
             "auth.login_attempts_per_ip_per_minute",
             u64::from(self.auth.login_attempts_per_ip_per_minute),
@@ -362,6 +424,9 @@ impl Config {
             "auth.login_attempts_per_ip_per_minute",
             "auth.argon2_memory_kib",
             "auth.argon2_iterations",
+            "auth.mfa_required_roles",
+            "auth.api_key_max_days",
+            "keys.backend",
             "audit.checkpoint_every_records",
             "audit.checkpoint_interval_s",
             "audit.retention_days",

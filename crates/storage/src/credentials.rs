@@ -374,6 +374,19 @@ macro_rules! impl_credential_stores {
                 Ok(n == 1)
             }
 
+            async fn revoke_user_sessions(
+                &mut self,
+                user_id: uuid::Uuid,
+                now: time::OffsetDateTime,
+            ) -> $crate::Result<()> {
+                sqlx::query($crate::rows::sql::REVOKE_USER_SESSIONS)
+                    .bind($crate::credentials::id(user_id))
+                    .bind($crate::rows::millis(now))
+                    .execute(self.conn())
+                    .await?;
+                Ok(())
+            }
+
             async fn set_session_mfa(&mut self, id: uuid::Uuid, at: time::OffsetDateTime) -> $crate::Result<bool> {
                 let n = sqlx::query($crate::credentials::sql::SET_SESSION_MFA)
                     .bind($crate::credentials::id(id))

@@ -238,6 +238,8 @@ pub trait CredentialTx {
     async fn count_challenge_attempt(&mut self, id: Uuid) -> Result<i64>;
     /// Marks a challenge used; false if it was used already.
     async fn consume_mfa_challenge(&mut self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
+    /// Ends every live session of a user.
+    async fn revoke_user_sessions(&mut self, user_id: Uuid, now: OffsetDateTime) -> Result<()>;
     /// Records that the session's holder proved a second factor at `at`.
     async fn set_session_mfa(&mut self, id: Uuid, at: OffsetDateTime) -> Result<bool>;
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<()>;

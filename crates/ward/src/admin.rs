@@ -20,7 +20,7 @@ pub async fn user(
 ) -> Result<(), Failure> {
     let config = startup::load_config(global.config.as_ref(), flags)?;
     startup::init_logging(&config, Some("warn"))?;
-    let (store, audit, accounts) = startup::services(&config).await?;
+    let startup::Services { store, audit, accounts, .. } = startup::services(&config).await?;
     let ctx = cli_context();
     let outcome = match cmd {
         UserCommand::Add { name, roles, password_stdin } => {

@@ -49,7 +49,7 @@ pub async fn run(
     }
     startup::init_logging(&config, None)?;
 
-    let (store, audit, accounts) = startup::services(&config).await?;
+    let startup::Services { store, audit, keys, accounts } = startup::services(&config).await?;
     let tls = if server.tls {
         let material = tls::load_or_generate(&server.data_dir, server.tls_cert.as_deref(), server.tls_key.as_deref())
             .map_err(|e| StartError::Other(format!("TLS: {e}")))?;
@@ -62,6 +62,7 @@ pub async fn run(
         config: Arc::new(config.clone()),
         store: store.clone(),
         accounts,
+        keys,
         audit: audit.clone(),
         metrics: Arc::new(Metrics::new()),
         shutdown: CancellationToken::new(),

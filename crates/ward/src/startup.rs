@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 use ward_audit::{AuditLog, AuditSettings};
-use ward_auth::{Accounts, AuthSettings, PasswordPolicy, SessionLimits};
+use ward_auth::{Accounts, AuthSettings, CredentialSettings, PasswordPolicy, Role, SessionLimits};
 use ward_config::{Config, ConfigError, DatabaseLocation, Layers, LogFormat};
 use ward_crypto::PasswordHasher;
+use ward_keys::{DataKeys, KeyStore, LocalKeyStore};
 use ward_storage::{ConnectOptions, Store, Target};
+use zeroize::Zeroizing;
 
 /// A start-up failure, printed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,8 @@ pub enum StartError {
     Database { backend: &'static str, source: ward_storage::StoreError },
     #[error("cannot open the audit trail: {0}")]
     Audit(#[from] ward_audit::AuditError),
+    #[error("cannot open the key store: {0}")]
+    Keys(#[from] ward_keys::KeyError),
     #[error("{0}")]
     Other(String),
 }
@@ -86,12 +90,32 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     ward_storage::open(&options).await.map_err(|source| StartError::Database { backend, source })
 }
 
-/// The services every command that acts on accounts needs, opened in order.
-pub async fn services(config: &Config) -> Result<(Arc<dyn Store>, AuditLog, Accounts), StartError> {
+/// What every command that acts on accounts needs.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub audit: AuditLog,
+    pub keys: DataKeys,
+    pub accounts: Accounts,
+}
+
+/// Opens the database, the audit trail, the key store and the identity service, in order.
+pub async fn services(config: &Config) -> Result<Services, StartError> {
     let store = open_store(config).await?;
     let audit = audit_log(config, store.clone()).await?;
-    let accounts = accounts(config, store.clone(), audit.clone())?;
-    Ok((store, audit, accounts))
+    let keys = DataKeys::new(store.clone(), key_store(config)?);
+    let accounts = accounts(config, store.clone(), audit.clone(), keys.clone()).await?;
+    Ok(Services { store, audit, keys, accounts })
+}
+
+/// Opens the configured master-key store (`[keys] backend`; only `local` today): the
+/// keyring in `[keys] local_dir` (default `<data_dir>/keys`), sealed with `WARD_MASTER_PASSPHRASE` when it is set.
+pub fn key_store(config: &Config) -> Result<Arc<dyn KeyStore>, StartError> {
+    let passphrase = std::env::var("WARD_MASTER_PASSPHRASE").ok().filter(|p| !p.is_empty()).map(Zeroizing::new);
+    let local = LocalKeyStore::open(&config.keys.local_dir(&config.server.data_dir), passphrase)?;
+    for warning in local.warnings() {
+        tracing::warn!("{warning}");
+    }
+    Ok(Arc::new(local))
 }
 
 /// The audit log over `store`, configured from `[audit]`.
@@ -109,9 +133,20 @@ pub fn audit_settings(config: &Config) -> AuditSettings {
     }
 }
 
-/// The identity service over `store`, configured from `[auth]` and `[session]`.
-pub fn accounts(config: &Config, store: Arc<dyn Store>, audit: AuditLog) -> Result<Accounts, StartError> {
+/// The data key whose bytes are the password pepper (see `ward_crypto::password`).
+pub const PEPPER_SCOPE: &str = "system/password-pepper";
+
+/// The identity service over `store`, configured from `[auth]` and `[session]`, with the
+/// password pepper from the key store.
+pub async fn accounts(
+    config: &Config,
+    store: Arc<dyn Store>,
+    audit: AuditLog,
+    keys: DataKeys,
+) -> Result<Accounts, StartError> {
+    let (_, pepper) = keys.get_or_create_alone(PEPPER_SCOPE, time::OffsetDateTime::now_utc()).await?;
     let hasher = PasswordHasher::new(config.auth.argon2_memory_kib, config.auth.argon2_iterations, 1)
+        .and_then(|h| h.with_pepper(Zeroizing::new(pepper.expose().to_vec())))
         .map_err(|e| StartError::Other(e.to_string()))?;
     let limits = SessionLimits {
         idle: Duration::from_secs(config.session.idle_timeout_s),
@@ -125,5 +160,17 @@ pub fn accounts(config: &Config, store: Arc<dyn Store>, audit: AuditLog) -> Resu
         attempts_per_ip_per_minute: config.auth.login_attempts_per_ip_per_minute,
         max_concurrent_hashes: config.auth.max_concurrent_hashes,
     };
-    Ok(Accounts::new(store, audit, hasher, settings))
+    let mfa_required_roles = config
+        .auth
+        .mfa_required_roles
+        .iter()
+        .map(|r| r.parse())
+        .collect::<Result<Vec<Role>, _>>()
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let credentials = CredentialSettings {
+        mfa_required_roles,
+        mfa_issuer: config.auth.mfa_issuer.clone(),
+        api_key_max_days: config.auth.api_key_max_days,
+    };
+    Ok(Accounts::new(store, audit, hasher, settings, keys).with_credential_settings(credentials))
 }

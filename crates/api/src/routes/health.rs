@@ -32,6 +32,9 @@ pub struct Check {
     /// What failed, without secrets.
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
+    /// Conditions an operator must fix before production (the check still passes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -42,17 +45,28 @@ pub struct Readiness {
     checks: std::collections::BTreeMap<&'static str, Check>,
 }
 
-/// Readiness: the database answers and the audit trail accepts writes.
+/// Readiness: the database answers, the key store unwraps a data key, and the audit
+/// trail accepts writes.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let db = check(state.store.ping()).await;
     let audit = check(state.audit.probe()).await;
-    let ready = db.status == "ok" && audit.status == "ok";
+    let mut keys = check(async {
+        state
+            .keys
+            .find("system/password-pepper")
+            .await?
+            .map(|_| ())
+            .ok_or(ward_keys::KeyError::Destroyed("system/password-pepper".into()))
+    })
+    .await;
+    keys.warnings = state.keys.key_store().warnings();
+    let ready = db.status == "ok" && audit.status == "ok" && keys.status == "ok";
     let body = Readiness {
         status: if ready { "ready" } else { "unavailable" },
         database_backend: state.store.backend().as_str(),
-        checks: [("database", db), ("audit", audit)].into_iter().collect(),
+        checks: [("database", db), ("audit", audit), ("key_store", keys)].into_iter().collect(),
     };
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))
@@ -61,9 +75,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// Runs one readiness probe with a 2 s limit.
 async fn check<E: std::fmt::Display>(probe: impl std::future::Future<Output = Result<(), E>>) -> Check {
     match tokio::time::timeout(Duration::from_secs(2), probe).await {
-        Ok(Ok(())) => Check { status: "ok", detail: None },
-        Ok(Err(e)) => Check { status: "failing", detail: Some(e.to_string()) },
-        Err(_) => Check { status: "failing", detail: Some("no answer within 2 s".into()) },
+        Ok(Ok(())) => Check { status: "ok", detail: None, warnings: vec![] },
+        Ok(Err(e)) => Check { status: "failing", detail: Some(e.to_string()), warnings: vec![] },
+        Err(_) => Check { status: "failing", detail: Some("no answer within 2 s".into()), warnings: vec![] },
     }
 }
 

@@ -1,5 +1,6 @@
 //! The router: one module per resource, assembled with the cross-cutting layers.
 
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod health;
@@ -28,6 +29,9 @@ pub fn build(state: AppState) -> Router {
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
         .routes(routes!(auth::login))
+        .routes(routes!(auth::mfa_login))
+        .routes(routes!(auth::totp_enroll))
+        .routes(routes!(auth::totp_confirm))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::session))
         .routes(routes!(auth::sessions))
@@ -37,6 +41,9 @@ pub fn build(state: AppState) -> Router {
         .routes(routes!(users::get, users::update))
         .routes(routes!(users::disable))
         .routes(routes!(users::unlock))
+        .routes(routes!(api_keys::create, api_keys::list))
+        .routes(routes!(api_keys::revoke))
+        .routes(routes!(api_keys::reset_mfa))
         .routes(routes!(sts::assume_role))
         .routes(routes!(audit::events))
         .routes(routes!(audit::export))

@@ -24,11 +24,16 @@ fn serve(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Ou
     Output { status, stdout: Vec::new(), stderr }
 }
 
-/// Exactly one line on stderr, containing every `needle`, and no panic.
+/// Exactly one line on stderr besides log lines of the start-up so far, containing every
+/// `needle`, and no panic.
 fn assert_one_clear_line(out: &Output, code: i32, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    let all = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {all}");
+    let is_log = |l: &&str| l.len() > 20 && l.as_bytes()[..4].iter().all(u8::is_ascii_digit) && l.contains("Z ");
+    let lines: Vec<&str> = all.trim_end().lines().filter(|l| !is_log(l)).collect();
+    assert_eq!(lines.len(), 1, "one line: {all}");
+    let err = lines[0];
+    assert!(all.trim_end().ends_with(err), "the error is the last line: {all}");
     assert!(err.starts_with("ward: "), "{err}");
     for n in needles {
         assert!(err.contains(n), "mentions {n:?}: {err}");

@@ -158,8 +158,61 @@ pub fn add_user(data_dir: &Path, extra: &[&str], name: &str, role: &str, passwor
     assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Signs in and returns the token.
-pub async fn login(server: &Server, name: &str, password: &str) -> String {
+/// TOTP secrets of the users that tests enrolled, by (server URL, username), with the
+/// newest time step used (a code is accepted once).
+static TOTP: Mutex<Vec<(String, String, String, i64)>> = Mutex::new(Vec::new());
+
+/// A TOTP code for `secret` not used before by these tests: the current step, or the one
+/// after it (accepted as clock skew), waiting for a later step when both were spent.
+pub fn next_totp_code(server: &Server, name: &str) -> String {
+    let key = (server.url.clone(), name.to_lowercase());
+    loop {
+        let now = time::OffsetDateTime::now_utc();
+        let step = now.unix_timestamp() / 30;
+        let mut all = TOTP.lock().expect("lock");
+        let entry = all.iter_mut().find(|e| (e.0.as_str(), e.1.as_str()) == (key.0.as_str(), key.1.as_str()));
+        let entry = entry.expect("this user enrolled TOTP through the helpers");
+        let next = (entry.3 + 1).max(step);
+        if next <= step + 1 {
+            entry.3 = next;
+            let at = time::OffsetDateTime::from_unix_timestamp(next * 30).expect("time");
+            return ward_auth::mfa::totp_code(&entry.2, at).expect("code");
+        }
+        drop(all);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Remembers a user's TOTP secret and the step its confirmation code used.
+pub fn remember_totp(server: &Server, name: &str, secret: &str, used_step: i64) {
+    TOTP.lock().expect("lock").push((server.url.clone(), name.to_lowercase(), secret.to_string(), used_step));
+}
+
+/// Enrolls TOTP for the session `token` of `name` and returns the recovery codes.
+pub async fn enroll_totp(server: &Server, token: &str, name: &str) -> Vec<String> {
+    let c = server.client();
+    let res = c.post(server.at("/v1/auth/mfa/totp/enroll")).bearer_auth(token).send().await.expect("enroll");
+    assert_eq!(res.status(), 200, "enroll");
+    let body: serde_json::Value = res.json().await.expect("json");
+    let secret = body["secret"].as_str().expect("secret").to_string();
+    let step = time::OffsetDateTime::now_utc().unix_timestamp() / 30;
+    let at = time::OffsetDateTime::from_unix_timestamp(step * 30).expect("time");
+    let code = ward_auth::mfa::totp_code(&secret, at).expect("code");
+    let res = c
+        .post(server.at("/v1/auth/mfa/totp/confirm"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"code": code}))
+        .send()
+        .await
+        .expect("confirm");
+    assert_eq!(res.status(), 200, "confirm");
+    remember_totp(server, name, &secret, step);
+    let body: serde_json::Value = res.json().await.expect("json");
+    body["recovery_codes"].as_array().expect("codes").iter().map(|c| c.as_str().expect("str").to_string()).collect()
+}
+
+/// The raw answer to a password sign-in.
+pub async fn login_answer(server: &Server, name: &str, password: &str) -> serde_json::Value {
     let res = server
         .client()
         .post(server.at("/v1/auth/login"))
@@ -168,8 +221,31 @@ pub async fn login(server: &Server, name: &str, password: &str) -> String {
         .await
         .expect("login request");
     assert_eq!(res.status(), 200, "login failed");
-    let body: serde_json::Value = res.json().await.expect("json");
-    body["token"].as_str().expect("token").to_string()
+    res.json().await.expect("json")
+}
+
+/// Signs in and returns a full session token, passing MFA as a user would: a user whose
+/// role requires MFA enrolls on first sign-in, and later sign-ins send a TOTP code.
+pub async fn login(server: &Server, name: &str, password: &str) -> String {
+    let body = login_answer(server, name, password).await;
+    if body["mfa_required"] == true {
+        let code = next_totp_code(server, name);
+        let res = server
+            .client()
+            .post(server.at("/v1/auth/mfa"))
+            .json(&serde_json::json!({"mfa_token": body["mfa_token"], "code": code}))
+            .send()
+            .await
+            .expect("mfa request");
+        assert_eq!(res.status(), 200, "mfa step failed");
+        let body: serde_json::Value = res.json().await.expect("json");
+        return body["token"].as_str().expect("token").to_string();
+    }
+    let token = body["token"].as_str().expect("token").to_string();
+    if body["mfa_enrollment_required"] == true {
+        enroll_totp(server, &token, name).await;
+    }
+    token
 }
 
 /// Asserts the contract's error shape and returns the code.

@@ -9,11 +9,17 @@ async fn serve_and_user_add_on_postgres_with_two_nodes() {
     let db = TempPostgres::create().await.expect("create test database");
     let cfg_dir = tempfile::tempdir().expect("tmp");
     let cfg = cfg_dir.path().join("ward.toml");
-    // Nodes sharing a database share the checkpoint signing key.
+    // Nodes sharing a database share the checkpoint signing key and the keyring.
     let key = cfg_dir.path().join("signing.key");
+    let keys = cfg_dir.path().join("keys");
     std::fs::write(
         &cfg,
-        format!("[database]\nurl = \"{}\"\n[audit]\nsigning_key_file = \"{}\"\n", db.url, key.display()),
+        format!(
+            "[database]\nurl = \"{}\"\n[audit]\nsigning_key_file = \"{}\"\n[keys]\nlocal_dir = \"{}\"\n",
+            db.url,
+            key.display(),
+            keys.display()
+        ),
     )
     .expect("config");
     let cfg = cfg.display().to_string();
