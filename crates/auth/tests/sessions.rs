@@ -181,3 +181,22 @@ async fn failures_lock_exponentially_then_hard_until_unlocked_and_success_resets
         .count();
     assert_eq!(locked, 3, "every refused attempt while locked is recorded");
 }
+
+#[tokio::test]
+async fn api_keys_expire_on_time_and_need_a_service_account() {
+    let e = env().await;
+    let a = &e.accounts;
+    let admin = Context::cli(None, t0());
+    a.create_user(&admin, "feed.bot", "long enough password", &["service".into()]).await.expect("user");
+    let made = a.create_api_key(&admin, UserRef::Name("feed.bot"), "feed", "service", 1).await.expect("key");
+    assert!(made.key.starts_with(ward_auth::API_KEY_PREFIX));
+    assert!(!format!("{made:?}").contains(made.key.as_str()), "Debug hides the key");
+    let who = a.authenticate(&at(t0() + Duration::from_secs(3600)), &made.key).await.expect("valid within a day");
+    assert_eq!(who.kind, ward_auth::CredentialKind::ApiKey);
+    let late = t0() + Duration::from_secs(86_400);
+    assert!(matches!(a.authenticate(&at(late), &made.key).await, Err(AuthError::SessionExpired)), "expired");
+    let beyond = a.create_api_key(&admin, UserRef::Name("feed.bot"), "feed", "service", 366).await;
+    assert!(matches!(beyond, Err(AuthError::Invalid(_))), "longer than api_key_max_days");
+    let unknown = format!("{}{}", ward_auth::API_KEY_PREFIX, "x".repeat(43));
+    assert!(matches!(a.authenticate(&at(t0()), &unknown).await, Err(AuthError::Unauthenticated)));
+}

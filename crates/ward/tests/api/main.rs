@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `ward` binary on port 0 with a temporary data dir, spoken
 //! to over HTTP(S) as a client would.
 
+mod api_keys;
 mod audit;
 mod cli_users;
 mod config_errors;
@@ -8,7 +9,9 @@ mod errors_and_headers;
 mod helpers;
 mod lockout;
 mod logging;
+mod mfa;
 mod postgres;
+mod secrets_at_rest;
 mod serve;
 mod shutdown;
 mod tls;
