@@ -14,7 +14,11 @@ use ward_crypto::{PasswordHasher, SessionToken};
 use ward_keys::DataKeys;
 use ward_storage::{SessionRecord, Store, UserRecord};
 
+use crate::cache::SessionCache;
 use crate::{AuthError, PasswordPolicy, Role, User, Username};
+
+/// Default lifetime of a session-cache entry.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// Automatic-logoff limits (HIPAA 164.312(a)(2)(iii)).
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +176,8 @@ pub struct Accounts {
     per_ip: Arc<IpLimiter>,
     /// Bounds concurrent argon2 work, and so its memory.
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Validated sessions (see [`crate::cache`]).
+    pub(crate) cache: Arc<SessionCache>,
 }
 
 impl Accounts {
@@ -197,7 +203,15 @@ impl Accounts {
             keys,
             per_ip,
             hashing,
+            cache: Arc::new(SessionCache::new(DEFAULT_CACHE_TTL)),
         }
+    }
+
+    /// Sets how long a validated session may be served from memory (0 turns the cache
+    /// off). Revocations made on other nodes take effect within this time.
+    pub fn with_session_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache = Arc::new(SessionCache::new(ttl));
+        self
     }
 
     /// Replaces the MFA and API-key settings (defaults: [`CredentialSettings::default`]).
@@ -296,6 +310,7 @@ impl Accounts {
                 .detail("new_roles", names);
             self.audit.record(&mut *tx, &event).await?;
             tx.commit().await?;
+            self.cache.forget_user(user.id);
             Ok(User { roles: parsed, ..user })
         };
         self.audited_failure(ctx, "user.update", None, attempt.await).await
@@ -310,6 +325,7 @@ impl Accounts {
             let event = ctx.event("user.disable", Outcome::Success).resource(format!("user/{}", user.id));
             self.audit.record(&mut *tx, &event).await?;
             tx.commit().await?;
+            self.cache.forget_user(user.id);
             Ok(User { disabled: true, ..user })
         };
         self.audited_failure(ctx, "user.disable", None, attempt.await).await
@@ -340,6 +356,7 @@ impl Accounts {
             let event = ctx.event("user.password_reset", Outcome::Success).resource(format!("user/{}", user.id));
             self.audit.record(&mut *tx, &event).await?;
             tx.commit().await?;
+            self.cache.forget_user(user.id);
             Ok(user)
         };
         self.audited_failure(ctx, "user.password_reset", None, attempt.await).await
@@ -481,11 +498,24 @@ impl Accounts {
             return self.authenticate_api_key(token, now).await;
         }
         let hash = SessionToken::from_client(token).hash();
-        let session = self.store.session_by_token_hash(&hash.0).await?.ok_or(AuthError::Unauthenticated)?;
-        if session.revoked_at.is_some() {
-            return Err(AuthError::SessionExpired);
-        }
-        let record = self.store.user_by_id(session.user_id).await?.ok_or(AuthError::Unauthenticated)?;
+        let cached = self.cache.get(&hash.0).filter(|(s, _)| now < s.expires_at && now < s.idle_expires_at);
+        let (session, user) = match cached {
+            Some(hit) => hit,
+            None => {
+                // A miss, or a cached session that looks expired: another node may have
+                // seen activity since, so the database decides.
+                self.cache.forget(&hash.0);
+                let epoch = self.cache.epoch();
+                let session = self.store.session_by_token_hash(&hash.0).await?.ok_or(AuthError::Unauthenticated)?;
+                if session.revoked_at.is_some() {
+                    return Err(AuthError::SessionExpired);
+                }
+                let record = self.store.user_by_id(session.user_id).await?.ok_or(AuthError::Unauthenticated)?;
+                let user = User::try_from(&record)?;
+                self.cache.put(epoch, &session, &user);
+                (session, user)
+            }
+        };
         let expired = if now >= session.expires_at {
             Some("absolute_timeout")
         } else if now >= session.idle_expires_at {
@@ -494,11 +524,15 @@ impl Accounts {
             None
         };
         if let Some(reason) = expired {
+            self.cache.forget(&session.token_hash);
             let mut tx = self.store.begin().await?;
-            tx.revoke_session(session.id, now).await?;
+            // Another node may have recorded this expiry already: record it once.
+            if !tx.revoke_session(session.id, now).await? {
+                return Err(AuthError::SessionExpired);
+            }
             let event = Context::system(now)
                 .event("session.expired", Outcome::Success)
-                .user(record.id, record.username.clone())
+                .user(user.id, user.username.clone())
                 .session(session.id)
                 .resource(format!("session/{}", session.id))
                 .reason(reason);
@@ -506,10 +540,11 @@ impl Accounts {
             tx.commit().await?;
             return Err(AuthError::SessionExpired);
         }
-        if record.disabled {
+        if user.disabled {
             return Err(AuthError::SessionExpired);
         }
-        let mut user = User::try_from(&record)?;
+        let full_user = user.clone();
+        let mut user = user;
         if let Some(role) = &session.assumed_role {
             // A temporary credential acts with the one role it assumed, and only while the
             // user still holds that role.
@@ -526,10 +561,45 @@ impl Accounts {
         if now - session.last_seen_at < step {
             return Ok(self.authenticated(user, session));
         }
+        let epoch = self.cache.epoch();
         let idle_expires_at = (now + self.limits.idle).min(session.expires_at);
         self.store.touch_session(session.id, now, idle_expires_at).await?;
         let session = SessionRecord { last_seen_at: now, idle_expires_at, ..session };
+        self.cache.put(epoch, &session, &full_user);
         Ok(self.authenticated(user, session))
+    }
+
+    /// Follows the session-change feed until `stop`: every change written by any node or
+    /// CLI command drops the affected cached sessions here within `every`.
+    pub async fn follow_session_changes(self, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        // Entries are read with an overlap, since a transaction may commit a little after
+        // the time it wrote; entries already applied are skipped by their sequence number.
+        const OVERLAP: Duration = Duration::from_secs(5);
+        let mut since = OffsetDateTime::now_utc() - OVERLAP;
+        let mut seen: std::collections::BTreeMap<i64, OffsetDateTime> = std::collections::BTreeMap::new();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let started = OffsetDateTime::now_utc();
+            match self.store.session_changes_since(since).await {
+                Ok(changes) => {
+                    for c in changes {
+                        if seen.insert(c.seq, c.at).is_some() {
+                            continue;
+                        }
+                        match c.session_id {
+                            Some(id) => self.cache.forget_session(id),
+                            None => self.cache.forget_user(c.user_id),
+                        }
+                    }
+                    since = started - OVERLAP;
+                    seen.retain(|_, at| *at >= since);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the session-change feed; retrying"),
+            }
+        }
     }
 
     /// The identity of a live session, with its MFA state.
@@ -623,6 +693,7 @@ impl Accounts {
         let event = ctx.event("session.revoke", Outcome::Success).resource(format!("session/{}", session.id));
         self.audit.record(&mut *tx, &event).await?;
         tx.commit().await?;
+        self.cache.forget(&session.token_hash);
         Ok(())
     }
 
@@ -649,6 +720,7 @@ impl Accounts {
             let event = ctx.event("user.password_change", Outcome::Success).resource(format!("user/{}", record.id));
             self.audit.record(&mut *tx, &event).await?;
             tx.commit().await?;
+            self.cache.forget_user(record.id);
             Ok(())
         };
         self.audited_failure(ctx, "user.password_change", None, attempt.await).await
@@ -661,6 +733,7 @@ impl Accounts {
         let event = ctx.event("auth.logout", Outcome::Success).resource(format!("session/{}", who.session.id));
         self.audit.record(&mut *tx, &event).await?;
         tx.commit().await?;
+        self.cache.forget(&who.session.token_hash);
         Ok(())
     }
 

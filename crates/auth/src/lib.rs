@@ -10,6 +10,7 @@
 
 mod accounts;
 mod api_keys;
+mod cache;
 mod error;
 pub mod mfa;
 mod types;

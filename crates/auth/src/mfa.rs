@@ -219,6 +219,7 @@ impl Accounts {
                 .detail("recovery_codes", RECOVERY_CODES);
             self.audit.record(&mut *tx, &event).await?;
             tx.commit().await?;
+            self.cache.forget(&who.session.token_hash);
             Ok(codes)
         };
         self.audited_failure(ctx, "auth.mfa_enroll", None, attempt.await).await
@@ -327,6 +328,7 @@ impl Accounts {
             let event = ctx.event("user.mfa_reset", Outcome::Success).resource(format!("user/{}", user.id));
             self.audit.record(&mut *tx, &event).await?;
             tx.commit().await?;
+            self.cache.forget_user(user.id);
             Ok(user)
         };
         self.audited_failure(ctx, "user.mfa_reset", None, attempt.await).await

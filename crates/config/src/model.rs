@@ -123,11 +123,16 @@ pub struct SessionConfig {
     pub idle_timeout_s: u64,
     /// A session ends this long after sign-in, used or not (floor 60 s, ceiling 12 h).
     pub absolute_timeout_s: u64,
+    /// Longest time a validated session is served from memory (0 to 300,000 ms; 0 = off).
+    /// Revocations take effect at once on the node that made them and within about 250 ms
+    /// elsewhere (every node follows the database's session-change feed); this bound is the
+    /// safety net should that feed stall.
+    pub cache_ttl_ms: u64,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { idle_timeout_s: 900, absolute_timeout_s: 43_200 }
+        Self { idle_timeout_s: 900, absolute_timeout_s: 43_200, cache_ttl_ms: 30_000 }
     }
 }
 
@@ -308,6 +313,7 @@ impl Config {
         let se = &self.session;
         in_range("session.idle_timeout_s", se.idle_timeout_s, 10, 43_200)?;
         in_range("session.absolute_timeout_s", se.absolute_timeout_s, 60, 43_200)?;
+        in_range("session.cache_ttl_ms", se.cache_ttl_ms, 0, 300_000)?;
         if se.idle_timeout_s > se.absolute_timeout_s {
             return Err(ConfigError::invalid("session.idle_timeout_s", "must not exceed session.absolute_timeout_s"));
         }
@@ -418,6 +424,7 @@ impl Config {
             "server.request_timeout_s",
             "session.idle_timeout_s",
             "session.absolute_timeout_s",
+            "session.cache_ttl_ms",
             "auth.password_min_length",
             "auth.lockout_threshold",
             "auth.hard_lock_threshold",

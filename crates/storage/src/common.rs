@@ -77,6 +77,27 @@ macro_rules! impl_common_stores {
                 )
             }
 
+            async fn session_changes_since(
+                &self,
+                since: time::OffsetDateTime,
+            ) -> $crate::Result<Vec<$crate::SessionChange>> {
+                let rows: Vec<(i64, String, Option<String>, i64)> =
+                    sqlx::query_as($crate::rows::sql::SESSION_CHANGES_SINCE)
+                        .bind($crate::rows::millis(since))
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter()
+                    .map(|(seq, user, session, at)| {
+                        Ok($crate::SessionChange {
+                            seq,
+                            user_id: $crate::rows::uuid(&user)?,
+                            session_id: session.as_deref().map($crate::rows::uuid).transpose()?,
+                            at: $crate::rows::from_millis(at)?,
+                        })
+                    })
+                    .collect()
+            }
+
             async fn touch_session(
                 &self,
                 id: uuid::Uuid,
@@ -149,6 +170,40 @@ macro_rules! impl_common_stores {
             }
         }
 
+        impl $tx {
+            /// Appends to the session-change feed (and prunes rows older than an hour):
+            /// `session` names one session, else every session of `user`.
+            async fn note_session_change(
+                &mut self,
+                user: Option<&str>,
+                session: Option<&str>,
+                now: i64,
+            ) -> $crate::Result<()> {
+                match (user, session) {
+                    (_, Some(id)) => {
+                        sqlx::query($crate::rows::sql::NOTE_SESSION_CHANGE)
+                            .bind(id)
+                            .bind(now)
+                            .execute(self.conn())
+                            .await?;
+                    }
+                    (Some(id), None) => {
+                        sqlx::query($crate::rows::sql::NOTE_USER_CHANGE)
+                            .bind(id)
+                            .bind(now)
+                            .execute(self.conn())
+                            .await?;
+                    }
+                    (None, None) => return Ok(()),
+                }
+                sqlx::query($crate::rows::sql::PRUNE_SESSION_CHANGES)
+                    .bind(now - 3_600_000)
+                    .execute(self.conn())
+                    .await?;
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::StoreTx for $tx {
             async fn insert_user(&mut self, u: &$crate::UserRecord) -> $crate::Result<()> {
@@ -192,6 +247,7 @@ macro_rules! impl_common_stores {
                         .execute(self.conn())
                         .await?;
                 }
+                self.note_session_change(Some(&id.to_string()), None, now).await?;
                 Ok(changed == 1)
             }
 
@@ -216,6 +272,7 @@ macro_rules! impl_common_stores {
                     .bind(keep.map(|k| k.to_string()).unwrap_or_default())
                     .execute(self.conn())
                     .await?;
+                self.note_session_change(Some(&id.to_string()), None, now).await?;
                 Ok(changed == 1)
             }
 
@@ -247,6 +304,7 @@ macro_rules! impl_common_stores {
                     .execute(self.conn())
                     .await?
                     .rows_affected();
+                self.note_session_change(Some(&id.to_string()), None, $crate::rows::millis(now)).await?;
                 Ok(changed == 1)
             }
 
@@ -294,6 +352,9 @@ macro_rules! impl_common_stores {
                     .execute(self.conn())
                     .await?
                     .rows_affected();
+                if changed == 1 {
+                    self.note_session_change(None, Some(&id.to_string()), $crate::rows::millis(now)).await?;
+                }
                 Ok(changed == 1)
             }
 

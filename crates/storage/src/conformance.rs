@@ -79,6 +79,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     audit_chain_appends_in_order(&*store).await;
     concurrent_writers_commit_and_chain(store.clone()).await;
     credentials_round_trip(&*store).await;
+    session_changes_are_fed(&*store).await;
     let stats = store.pool_stats();
     assert!(stats.max >= 1 && stats.size <= stats.max, "pool stats are coherent: {stats:?}");
 }
@@ -388,4 +389,31 @@ async fn credentials_round_trip(store: &dyn Store) {
     tx.commit().await.expect("commit");
     assert!(store.mfa_factors(u.id).await.expect("factors").is_empty(), "MFA reset removes factors");
     assert_eq!(store.recovery_codes_left(u.id).await.expect("left"), 0, "and recovery codes");
+}
+
+async fn session_changes_are_fed(store: &dyn Store) {
+    let t = now();
+    let u = user("feed.subject");
+    insert_user(store, &u).await.expect("insert user");
+    let s = session(u.id, "feed-session");
+    insert_session(store, &s).await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.revoke_session(s.id, t).await.expect("revoke"));
+    assert!(!tx.revoke_session(s.id, t).await.expect("revoke twice"));
+    tx.set_user_roles(u.id, &["staff".into()], t).await.expect("roles");
+    tx.commit().await.expect("commit");
+    let mut tx = store.begin().await.expect("begin");
+    tx.set_user_roles(u.id, &["patient".into()], t).await.expect("roles");
+    drop(tx); // rolled back: no entry
+    let changes: Vec<_> = store
+        .session_changes_since(t)
+        .await
+        .expect("feed")
+        .into_iter()
+        .filter(|c| c.user_id == u.id)
+        .map(|c| c.session_id)
+        .collect();
+    assert_eq!(changes, vec![Some(s.id), None], "one entry per committed change, in order");
+    let later = store.session_changes_since(t + Duration::from_secs(1)).await.expect("feed");
+    assert!(later.iter().all(|c| c.user_id != u.id), "the feed is read by time");
 }

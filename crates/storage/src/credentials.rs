@@ -384,7 +384,7 @@ macro_rules! impl_credential_stores {
                     .bind($crate::rows::millis(now))
                     .execute(self.conn())
                     .await?;
-                Ok(())
+                self.note_session_change(Some(&user_id.to_string()), None, $crate::rows::millis(now)).await
             }
 
             async fn set_session_mfa(&mut self, id: uuid::Uuid, at: time::OffsetDateTime) -> $crate::Result<bool> {
@@ -394,6 +394,7 @@ macro_rules! impl_credential_stores {
                     .execute(self.conn())
                     .await?
                     .rows_affected();
+                self.note_session_change(None, Some(&id.to_string()), $crate::rows::millis(at)).await?;
                 Ok(n == 1)
             }
 

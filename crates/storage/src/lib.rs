@@ -34,7 +34,7 @@ use uuid::Uuid;
 pub use error::StoreError;
 pub use model::{
     ApiKeyRecord, AuditFilter, AuditRow, CheckpointRow, DataKeyRecord, MfaChallengeRecord, MfaFactorRecord,
-    SessionRecord, UserRecord,
+    SessionChange, SessionRecord, UserRecord,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -177,6 +177,8 @@ pub trait SessionStore {
     async fn session_by_id(&self, id: Uuid) -> Result<Option<SessionRecord>>;
     /// A user's sessions that are neither revoked nor past their absolute limit at `now`.
     async fn live_sessions(&self, user_id: Uuid, now: OffsetDateTime) -> Result<Vec<SessionRecord>>;
+    /// Entries of the session-change feed written at or after `since`, by `seq`.
+    async fn session_changes_since(&self, since: OffsetDateTime) -> Result<Vec<SessionChange>>;
     /// Records activity: moves `last_seen_at` and the idle deadline forward. Not audited:
     /// activity is not an event, sign-in and sign-out are.
     async fn touch_session(&self, id: Uuid, now: OffsetDateTime, idle_expires_at: OffsetDateTime) -> Result<()>;

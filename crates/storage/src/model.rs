@@ -43,6 +43,16 @@ pub struct SessionRecord {
     pub mfa_at: Option<OffsetDateTime>,
 }
 
+/// One entry of the session-change feed: `session_id` changed, or (None) every session
+/// and the cached account data of `user_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionChange {
+    pub seq: i64,
+    pub user_id: Uuid,
+    pub session_id: Option<Uuid>,
+    pub at: OffsetDateTime,
+}
+
 /// A data key, stored only wrapped by a master-key version of the key store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataKeyRecord {

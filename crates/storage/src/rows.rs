@@ -128,6 +128,12 @@ pub(crate) mod sql {
          expires_at, revoked_at, ip, user_agent, assumed_role, parent_session_id, mfa_at FROM sessions WHERE token_hash = $1";
     pub const TOUCH_SESSION: &str =
         "UPDATE sessions SET last_seen_at = $2, idle_expires_at = $3 WHERE id = $1 AND revoked_at IS NULL";
+    pub const NOTE_SESSION_CHANGE: &str =
+        "INSERT INTO session_changes (user_id, session_id, at) SELECT user_id, id, $2 FROM sessions WHERE id = $1";
+    pub const NOTE_USER_CHANGE: &str = "INSERT INTO session_changes (user_id, session_id, at) VALUES ($1, NULL, $2)";
+    pub const PRUNE_SESSION_CHANGES: &str = "DELETE FROM session_changes WHERE at < $1";
+    pub const SESSION_CHANGES_SINCE: &str =
+        "SELECT seq, user_id, session_id, at FROM session_changes WHERE at >= $1 ORDER BY seq";
     pub const REVOKE_SESSION: &str = "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
 
     pub const AUDIT_INSERT: &str = "INSERT INTO audit_events (seq, id, time_us, actor_user_id, actor_username, \

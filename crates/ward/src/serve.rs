@@ -61,7 +61,7 @@ pub async fn run(
     let state = AppState {
         config: Arc::new(config.clone()),
         store: store.clone(),
-        accounts,
+        accounts: accounts.clone(),
         keys,
         audit: audit.clone(),
         metrics: Arc::new(Metrics::new()),
@@ -105,6 +105,9 @@ pub async fn run(
     }
     let checkpoints = CancellationToken::new();
     let checkpointer = tokio::spawn(audit.clone().run_checkpointer(checkpoints.clone()));
+    let follower = tokio::spawn(
+        accounts.clone().follow_session_changes(std::time::Duration::from_millis(250), checkpoints.clone()),
+    );
     let forwarder = match (&config.audit.syslog_addr, config.audit.syslog_name()) {
         (Some(addr), Some(server_name)) => {
             if let Some(ca) = &config.audit.syslog_ca_file {
@@ -132,6 +135,7 @@ pub async fn run(
     let result = app.run(signals).await;
     checkpoints.cancel();
     let _ = checkpointer.await;
+    let _ = follower.await;
     if let Some(f) = forwarder
         && let Ok(Err(e)) = f.await
     {

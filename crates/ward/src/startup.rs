@@ -172,5 +172,7 @@ pub async fn accounts(
         mfa_issuer: config.auth.mfa_issuer.clone(),
         api_key_max_days: config.auth.api_key_max_days,
     };
-    Ok(Accounts::new(store, audit, hasher, settings, keys).with_credential_settings(credentials))
+    Ok(Accounts::new(store, audit, hasher, settings, keys)
+        .with_credential_settings(credentials)
+        .with_session_cache_ttl(Duration::from_millis(config.session.cache_ttl_ms)))
 }

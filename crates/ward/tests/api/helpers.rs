@@ -257,3 +257,18 @@ pub async fn error_code(res: reqwest::Response) -> String {
     assert_eq!(err["request_id"].as_str().map(str::to_string), header_id, "request id in body and header");
     err["code"].as_str().expect("code").to_string()
 }
+
+/// Waits (up to 5 s) until `token` is refused with 401 and returns the error code. A
+/// change made by another process (a CLI command, another node) reaches a server's
+/// session cache through the session-change feed, polled every 250 ms.
+pub async fn refused_soon(server: &Server, token: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let res = server.client().get(server.at("/v1/auth/session")).bearer_auth(token).send().await.expect("session");
+        if res.status() == 401 {
+            return error_code(res).await;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the token was still accepted after 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

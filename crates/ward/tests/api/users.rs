@@ -221,8 +221,7 @@ async fn temporary_credentials_are_bounded_and_cannot_escalate() {
     let mut cmd = ward();
     cmd.args(["user", "disable", "svc.bot", "--data-dir"]).arg(&dir.path);
     assert!(run(cmd, None).status.success());
-    let res = c.get(server.at("/v1/auth/session")).bearer_auth(&temp).send().await.expect("s");
-    assert_eq!(res.status(), 401);
+    refused_soon(&server, &temp).await;
 
     let res = assume(both, json!({"role": "staff", "duration_s": 900, "policy": {"statements": []}})).await;
     assert_eq!(res.status(), 400, "session policies are refused until access control lands");
