@@ -92,6 +92,26 @@ fn bench(c: &mut Criterion) {
         );
     }
 
+    // Sign-in throughput with 8 sign-ins in flight (argon2 runs at most
+    // `max_concurrent_hashes` at once; the rest queue).
+    let started = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let a = accounts.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..8 {
+                    black_box(a.login(&api(), "bench.user", "benchmark passphrase 9").await.expect("login"));
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("join");
+        }
+    });
+    let took = started.elapsed();
+    eprintln!("sign-in throughput: 64 sign-ins, 8 in flight, in {took:?} = {:.1}/s", 64.0 / took.as_secs_f64());
+
     c.bench_function("token_validation", |b| {
         b.iter(|| rt.block_on(async { black_box(accounts.authenticate(&api(), &token).await.expect("valid")) }))
     });
