@@ -52,6 +52,11 @@ pub async fn user(
             println!("disabled user {} and ended all of their sessions", u.username);
             Ok(())
         }
+        UserCommand::ResetMfa { name } => {
+            let u = accounts.reset_mfa(&ctx, UserRef::Name(&name)).await.map_err(fail)?;
+            println!("removed the second factors of user {}; their next sign-in enrolls again", u.username);
+            Ok(())
+        }
         UserCommand::Unlock { name } => {
             let u = accounts.unlock(&ctx, UserRef::Name(&name)).await.map_err(fail)?;
             println!("unlocked user {}", u.username);

@@ -97,6 +97,9 @@ pub enum UserCommand {
     Disable { name: String },
     /// Clear failed sign-in counters and locks.
     Unlock { name: String },
+    /// Removes a user's second factors and recovery codes (a lost device) and ends their
+    /// sessions; the next sign-in enrolls again.
+    ResetMfa { name: String },
     /// Set a new password (generated unless --password-stdin) and end all sessions.
     ResetPassword {
         name: String,

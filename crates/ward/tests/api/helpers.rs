@@ -185,7 +185,9 @@ pub fn next_totp_code(server: &Server, name: &str) -> String {
 
 /// Remembers a user's TOTP secret and the step its confirmation code used.
 pub fn remember_totp(server: &Server, name: &str, secret: &str, used_step: i64) {
-    TOTP.lock().expect("lock").push((server.url.clone(), name.to_lowercase(), secret.to_string(), used_step));
+    let mut all = TOTP.lock().expect("lock");
+    all.retain(|e| (e.0.as_str(), e.1.as_str()) != (server.url.as_str(), name.to_lowercase().as_str()));
+    all.push((server.url.clone(), name.to_lowercase(), secret.to_string(), used_step));
 }
 
 /// Enrolls TOTP for the session `token` of `name` and returns the recovery codes.

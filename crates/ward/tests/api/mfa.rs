@@ -181,3 +181,37 @@ async fn wrong_second_factor_codes_count_toward_the_account_lockout() {
     assert_eq!(res.status(), 423, "three wrong codes lock the account like three wrong passwords");
     assert!(res.headers().get("retry-after").is_some());
 }
+
+#[tokio::test]
+async fn a_lost_factor_is_reset_by_an_administrator_from_the_api_or_the_command_line() {
+    let dir = data_dir();
+    add_user(&dir.path, &[], "mfa.admin", "admin", "admin passphrase 81");
+    add_user(&dir.path, &[], "dr.lost", "clinician", "clinician passphrase 82");
+    let server = Server::plain(&dir.path);
+    let c = server.client();
+    let admin = login(&server, "mfa.admin", "admin passphrase 81").await;
+    let doctor = login(&server, "dr.lost", "clinician passphrase 82").await; // enrolls
+    assert_eq!(login_answer(&server, "dr.lost", "clinician passphrase 82").await["mfa_required"], true);
+
+    // Over the API: factors gone, sessions ended, the next sign-in enrolls again.
+    let users: Value =
+        c.get(server.at("/v1/users")).bearer_auth(&admin).send().await.expect("users").json().await.expect("json");
+    let id = users["users"].as_array().expect("users").iter().find(|u| u["username"] == "dr.lost").expect("user")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let res = post(&server, &format!("/v1/users/{id}/reset-mfa"), Some(&admin), json!({})).await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(refused_soon(&server, &doctor).await, "session_expired");
+    let again = login_answer(&server, "dr.lost", "clinician passphrase 82").await;
+    assert_eq!(again["mfa_enrollment_required"], true, "{again}");
+
+    // The only administrator lost their phone: the command line resets them.
+    let mut cmd = ward();
+    cmd.args(["user", "reset-mfa", "mfa.admin", "--data-dir"]).arg(&dir.path);
+    let out = run(cmd, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(refused_soon(&server, &admin).await, "session_expired");
+    let answer = login_answer(&server, "mfa.admin", "admin passphrase 81").await;
+    assert_eq!(answer["mfa_enrollment_required"], true, "{answer}");
+}
