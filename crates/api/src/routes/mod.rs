@@ -6,6 +6,7 @@ pub mod auth;
 pub mod health;
 pub mod sts;
 pub mod users;
+pub mod ws;
 
 use std::time::Duration;
 
@@ -47,6 +48,7 @@ pub fn build(state: AppState) -> Router {
         .routes(routes!(sts::assume_role))
         .routes(routes!(audit::events))
         .routes(routes!(audit::export))
+        .routes(routes!(ws::upgrade))
         .split_for_parts();
     let api = std::sync::Arc::new(api);
     let max_body = usize::try_from(state.config.server.max_body_bytes).unwrap_or(usize::MAX);

@@ -16,3 +16,4 @@ mod serve;
 mod shutdown;
 mod tls;
 mod users;
+mod ws;

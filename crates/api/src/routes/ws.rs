@@ -1,0 +1,413 @@
+//! `GET /v1/ws`: the real-time channel, with automatic logoff (HIPAA §164.312(a)(2)(iii)).
+//!
+//! Protocol (`shared/API.md`, "Real-time"):
+//! 1. The upgrade needs no credentials, and a token in the URL is ignored: tokens never
+//!    travel in URLs, which end up in logs. The first client frame must be the text
+//!    `{"type":"auth","token":"…"}` within 10 s. Anything else (timeout, another frame,
+//!    bad JSON, an unknown or ended session, a session that must still enroll MFA) closes
+//!    with code 4401 and the reason `unauthenticated`, `session_expired` or `mfa_required`.
+//!    On success the server sends `{"type":"ready","user_id","session_id","expires_at",
+//!    "idle_expires_at"}`.
+//! 2. The server sends a WebSocket Ping every 25 s. A client `{"type":"ping"}` gets
+//!    `{"type":"pong"}`; a malformed or unknown frame gets `{"type":"error","code":
+//!    "invalid_request","message"}` and the connection lives on.
+//! 3. Automatic logoff. The deadline is the earlier of the absolute and the idle limit.
+//!    60 s before it (at once if less remains) the server sends `session.expiring` once,
+//!    again only if activity later moved the deadline more than 60 s away. At the deadline
+//!    it sends `session.expired` (`idle_timeout` or `absolute_timeout`) and closes with
+//!    4401, after letting `Accounts::authenticate` end the session and record
+//!    `session.expired` exactly as for HTTP. Every second it also reads the session (or API
+//!    key) and its user, read-only: a revoked session (logout, revocation), a disabled user
+//!    or a lost role ends the socket with `session.expired` (`revoked`).
+//! 4. Server shutdown closes with 1001.
+//!
+//! **Only client application frames are activity.** `{"type":"activity"}` (and, later, real
+//! frames such as typing) re-authenticates with the token, which slides the idle deadline.
+//! Pings, pongs and an open socket are not activity: a screen left open must still log off.
+//! The periodic checks never touch the session; they adopt the stored idle deadline, so
+//! activity over HTTP with the same session keeps the socket alive as well.
+//!
+//! Everything the server pushes on its own (`ready`, `session.expiring`, and later the
+//! user's events) goes through one bounded queue per connection (`Connection::outgoing`,
+//! 256 frames): event sources push with `try_send`, and a full queue means the client is
+//! not reading. Replies (`pong`, `error`) and the final `session.expired` are written
+//! directly. Every write gives up after 10 s, so a stalled client cannot hold a connection
+//! past its deadline for long.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, timeout, timeout_at};
+use ward_auth::{AuthError, Authenticated, CredentialKind};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::ClientInfo;
+
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+const PING_EVERY: Duration = Duration::from_secs(25);
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+const WARN_BEFORE: time::Duration = time::Duration::seconds(60);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the client's answer to our close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+const OUTGOING_CAPACITY: usize = 256;
+/// Close code: not (or no longer) authenticated.
+const UNAUTHENTICATED: u16 = 4401;
+
+/// Opens the real-time channel (WebSocket). Authenticate with a first frame
+/// `{"type":"auth","token":"…"}`; see the module documentation for the protocol.
+#[utoipa::path(get, path = "/v1/ws", tag = "realtime",
+    description = "WebSocket upgrade. The first client frame must be `{\"type\":\"auth\",\"token\":\"...\"}` within \
+        10 s (tokens never travel in the URL), else the server closes with 4401. Then the server sends `ready`, \
+        the user's events, `session.expiring` before automatic logoff, and `session.expired` with close code 4401 \
+        when the session ends. Client frames: `ping` (answered with `pong`) and `activity` (keeps the session alive).",
+    responses((status = 101, description = "switching to the WebSocket protocol"),
+              (status = 400, description = "invalid_request: not a WebSocket upgrade")))]
+pub async fn upgrade(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(r) => {
+            let status = if r.status().is_client_error() { r.status() } else { StatusCode::BAD_REQUEST };
+            return ApiError::new(status, "invalid_request", "this endpoint expects a WebSocket upgrade")
+                .into_response();
+        }
+    };
+    ws.max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| serve(state, client, socket))
+}
+
+/// How a connection ends.
+enum End {
+    /// We close with this code and reason.
+    Close(u16, &'static str),
+    /// The client left, or stopped reading.
+    Gone,
+}
+
+async fn serve(state: AppState, client: ClientInfo, mut socket: WebSocket) {
+    let end = match handshake(&state, &client, &mut socket).await {
+        Ok((token, who)) => Connection::new(token, who, client).run(&state, &mut socket).await,
+        Err(end) => end,
+    };
+    finish(socket, end).await;
+}
+
+/// Waits for the auth frame and authenticates it.
+async fn handshake(
+    state: &AppState,
+    client: &ClientInfo,
+    socket: &mut WebSocket,
+) -> Result<(String, Authenticated), End> {
+    let refuse = || End::Close(UNAUTHENTICATED, "unauthenticated");
+    let deadline = Instant::now() + AUTH_TIMEOUT;
+    let token = loop {
+        let received = tokio::select! {
+            _ = state.shutdown.cancelled() => return Err(End::Close(close_code::AWAY, "server shutting down")),
+            r = timeout_at(deadline, socket.recv()) => r.map_err(|_| refuse())?,
+        };
+        match received {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Text(text))) => match parse(&text) {
+                Ok(ClientFrame::Auth(token)) => break token,
+                _ => return Err(refuse()),
+            },
+            Some(Ok(Message::Binary(_))) => return Err(refuse()),
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(End::Gone),
+        }
+    };
+    let anonymous = client.context();
+    match state.accounts.authenticate(&anonymous, &token).await {
+        Ok(who) if who.mfa_enrollment_required => {
+            let event = who
+                .context(client.ip.clone(), client.user_agent.clone(), anonymous.now)
+                .event("access.denied", ward_audit::Outcome::Denied)
+                .reason("mfa_required")
+                .detail("method", "GET")
+                .detail("route", "/v1/ws");
+            if let Err(e) = state.audit.record_alone(&event).await {
+                tracing::error!(error = %e, "cannot record a refused WebSocket");
+                return Err(End::Close(close_code::ERROR, "unavailable"));
+            }
+            Err(End::Close(UNAUTHENTICATED, "mfa_required"))
+        }
+        Ok(who) => Ok((token, who)),
+        Err(AuthError::SessionExpired) => Err(End::Close(UNAUTHENTICATED, "session_expired")),
+        Err(AuthError::Unauthenticated) => Err(refuse()),
+        Err(e) => {
+            tracing::warn!(error = %e, "WebSocket authentication failed");
+            Err(End::Close(close_code::ERROR, "unavailable"))
+        }
+    }
+}
+
+/// Sends our close frame (if we are the ones closing) and waits briefly for the client's
+/// answer, so the close handshake completes instead of ending in a reset.
+async fn finish(mut socket: WebSocket, end: End) {
+    if let End::Close(code, reason) = end {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        if !matches!(timeout(WRITE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await, Ok(Ok(()))) {
+            return;
+        }
+    }
+    let _ = timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = socket.recv().await {} }).await;
+}
+
+/// One frame for the client: JSON text. Cheap to clone, so one event serialized once can
+/// go to many sockets.
+#[derive(Clone)]
+struct Frame(Utf8Bytes);
+
+impl Frame {
+    fn json(value: &Value) -> Self {
+        Frame(value.to_string().into())
+    }
+}
+
+enum ClientFrame {
+    Auth(String),
+    Ping,
+    Activity,
+}
+
+/// Reads a client frame. Error messages never quote the input.
+fn parse(text: &str) -> Result<ClientFrame, &'static str> {
+    let value: Value = serde_json::from_str(text).map_err(|_| "the frame is not valid JSON")?;
+    let kind = value.get("type").and_then(Value::as_str).ok_or("the frame needs a string field `type`")?;
+    match kind {
+        "auth" => value
+            .get("token")
+            .and_then(Value::as_str)
+            .map(|t| ClientFrame::Auth(t.to_string()))
+            .ok_or("an auth frame needs a string field `token`"),
+        "ping" => Ok(ClientFrame::Ping),
+        "activity" => Ok(ClientFrame::Activity),
+        _ => Err("unknown frame type"),
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// An authenticated socket and the deadlines it enforces.
+struct Connection {
+    /// The bearer token, kept to re-authenticate on activity; zeroized when the socket ends.
+    token: zeroize::Zeroizing<String>,
+    who: Authenticated,
+    client: ClientInfo,
+    /// Where server-initiated frames are queued. The messaging issue hands clones of it to
+    /// the user's event sources (subscribed by `who.user.id`).
+    outgoing: mpsc::Sender<Frame>,
+    queued: mpsc::Receiver<Frame>,
+    idle_expires_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+    /// `session.expiring` was sent for the current deadline.
+    warned: bool,
+}
+
+impl Connection {
+    fn new(token: String, who: Authenticated, client: ClientInfo) -> Self {
+        let (outgoing, queued) = mpsc::channel(OUTGOING_CAPACITY);
+        let (idle_expires_at, expires_at) = (who.session.idle_expires_at, who.session.expires_at);
+        Self {
+            token: zeroize::Zeroizing::new(token),
+            who,
+            client,
+            outgoing,
+            queued,
+            idle_expires_at,
+            expires_at,
+            warned: false,
+        }
+    }
+
+    async fn run(mut self, state: &AppState, socket: &mut WebSocket) -> End {
+        let ready = json!({
+            "type": "ready",
+            "user_id": self.who.user.id,
+            "session_id": self.who.session.id,
+            "expires_at": rfc3339(self.expires_at),
+            "idle_expires_at": rfc3339(self.idle_expires_at),
+        });
+        if let Err(end) = self.push(&ready) {
+            return end;
+        }
+        let mut check = interval(CHECK_EVERY);
+        check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ping = interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+        loop {
+            let step = tokio::select! {
+                _ = state.shutdown.cancelled() => Err(End::Close(close_code::AWAY, "server shutting down")),
+                _ = check.tick() => self.check(state, socket).await,
+                _ = ping.tick() => write(socket, Message::Ping(Default::default())).await,
+                Some(frame) = self.queued.recv() => write(socket, Message::Text(frame.0)).await,
+                received = socket.recv() => match received {
+                    Some(Ok(message)) => self.on_client(state, socket, message).await,
+                    Some(Err(_)) | None => Err(End::Gone),
+                },
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Queues a server-initiated frame; a full queue means the client stopped reading.
+    fn push(&self, value: &Value) -> Result<(), End> {
+        self.outgoing.try_send(Frame::json(value)).map_err(|_| End::Close(close_code::POLICY, "too slow"))
+    }
+
+    async fn on_client(&mut self, state: &AppState, socket: &mut WebSocket, message: Message) -> Result<(), End> {
+        let frame = match message {
+            Message::Text(text) => parse(&text),
+            Message::Binary(_) => Err("binary frames are not supported"),
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+            Message::Close(_) => return Err(End::Gone),
+        };
+        match frame {
+            Ok(ClientFrame::Ping) => reply(socket, json!({"type": "pong"})).await,
+            Ok(ClientFrame::Activity) => self.activity(state, socket).await,
+            Ok(ClientFrame::Auth(_)) => error(socket, "invalid_request", "already authenticated").await,
+            Err(message) => error(socket, "invalid_request", message).await,
+        }
+    }
+
+    /// A client application frame: re-authenticates, which slides the idle deadline.
+    async fn activity(&mut self, state: &AppState, socket: &mut WebSocket) -> Result<(), End> {
+        match state.accounts.authenticate(&self.client.context(), self.token.as_str()).await {
+            Ok(who) => {
+                self.set_deadlines(who.session.idle_expires_at, who.session.expires_at);
+                Ok(())
+            }
+            Err(AuthError::SessionExpired | AuthError::Unauthenticated) => {
+                let reason = self.ended_reason(OffsetDateTime::now_utc());
+                expire(socket, reason).await
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "WebSocket re-authentication failed");
+                error(socket, "unavailable", "the session cannot be checked now: try again").await
+            }
+        }
+    }
+
+    /// The once-a-second check: revocation, then the deadline and its warning.
+    async fn check(&mut self, state: &AppState, socket: &mut WebSocket) -> Result<(), End> {
+        if !self.still_valid(state).await {
+            let reason = self.ended_reason(OffsetDateTime::now_utc());
+            return expire(socket, reason).await;
+        }
+        let now = OffsetDateTime::now_utc();
+        let (deadline, idle) = self.deadline();
+        if now >= deadline {
+            // Lets the domain end the session and record `session.expired` as for HTTP.
+            if let Ok(who) = state.accounts.authenticate(&self.client.context(), self.token.as_str()).await {
+                // Activity elsewhere (HTTP) raced this check: the session lives on.
+                self.set_deadlines(who.session.idle_expires_at, who.session.expires_at);
+                return Ok(());
+            }
+            return expire(socket, if idle { "idle_timeout" } else { "absolute_timeout" }).await;
+        }
+        if !self.warned && deadline - now <= WARN_BEFORE {
+            self.warned = true;
+            let reason = if idle { "idle" } else { "absolute" };
+            self.push(&json!({"type": "session.expiring", "expires_at": rfc3339(deadline), "reason": reason}))?;
+        }
+        Ok(())
+    }
+
+    /// Reads (never touches) the session or API key and its user, adopting the stored
+    /// deadlines. A database error counts as valid: the deadlines are still enforced, and
+    /// the next check retries.
+    async fn still_valid(&mut self, state: &AppState) -> bool {
+        let id = self.who.session.id;
+        let user_id = self.who.user.id;
+        let credential_ok = if self.who.kind == CredentialKind::ApiKey {
+            match state.store.api_keys(user_id).await {
+                Ok(keys) => keys.iter().any(|k| k.id == id && k.revoked_at.is_none()),
+                Err(e) => return log_check_failure(&e),
+            }
+        } else {
+            match state.store.session_by_id(id).await {
+                Ok(Some(s)) if s.revoked_at.is_none() => {
+                    self.set_deadlines(s.idle_expires_at, s.expires_at);
+                    true
+                }
+                Ok(_) => false,
+                Err(e) => return log_check_failure(&e),
+            }
+        };
+        let user_ok = match state.store.user_by_id(user_id).await {
+            Ok(Some(u)) => {
+                let role_kept = self.who.session.assumed_role.as_ref().is_none_or(|r| u.roles.contains(r));
+                !u.disabled && role_kept
+            }
+            Ok(None) => false,
+            Err(e) => return log_check_failure(&e),
+        };
+        credential_ok && user_ok
+    }
+
+    /// Adopts newer deadlines; a deadline moved more than a warning's lead away re-arms the
+    /// warning.
+    fn set_deadlines(&mut self, idle_expires_at: OffsetDateTime, expires_at: OffsetDateTime) {
+        self.idle_expires_at = self.idle_expires_at.max(idle_expires_at);
+        self.expires_at = expires_at;
+        if self.deadline().0 - OffsetDateTime::now_utc() > WARN_BEFORE {
+            self.warned = false;
+        }
+    }
+
+    /// The deadline enforced now, and whether it is the idle one.
+    fn deadline(&self) -> (OffsetDateTime, bool) {
+        if self.idle_expires_at < self.expires_at { (self.idle_expires_at, true) } else { (self.expires_at, false) }
+    }
+
+    /// Why a session found ended at `now` ended: its deadline, or else a revocation.
+    fn ended_reason(&self, now: OffsetDateTime) -> &'static str {
+        match self.deadline() {
+            (deadline, true) if now >= deadline => "idle_timeout",
+            (deadline, false) if now >= deadline => "absolute_timeout",
+            _ => "revoked",
+        }
+    }
+}
+
+fn log_check_failure(e: &ward_storage::StoreError) -> bool {
+    tracing::warn!(error = %e, "WebSocket session check failed");
+    true
+}
+
+async fn write(socket: &mut WebSocket, message: Message) -> Result<(), End> {
+    match timeout(WRITE_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(End::Gone),
+    }
+}
+
+async fn reply(socket: &mut WebSocket, value: Value) -> Result<(), End> {
+    write(socket, Message::Text(Frame::json(&value).0)).await
+}
+
+async fn error(socket: &mut WebSocket, code: &str, message: &str) -> Result<(), End> {
+    reply(socket, json!({"type": "error", "code": code, "message": message})).await
+}
+
+/// Tells the client its session ended, then closes with 4401.
+async fn expire(socket: &mut WebSocket, reason: &'static str) -> Result<(), End> {
+    reply(socket, json!({"type": "session.expired", "reason": reason})).await?;
+    Err(End::Close(UNAUTHENTICATED, "session_expired"))
+}

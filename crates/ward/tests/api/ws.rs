@@ -1,0 +1,269 @@
+//! `GET /v1/ws`: authentication by first frame, heartbeats, errors that keep the socket,
+//! and automatic logoff (revocation, idle timeout) with `session.expired` and close 4401.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::helpers::*;
+
+const PASSWORD: &str = "Socket-Secret-Passphrase-4410";
+const USER: &str = "ws.user";
+/// Generous: a frame that should come "at once" or "within seconds" must come before this.
+const SOON: Duration = Duration::from_secs(5);
+const LONG: Duration = Duration::from_secs(30);
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A server with one staff user (no MFA). The server field comes first so it stops
+/// before its data dir is removed.
+struct Env {
+    server: Server,
+    _dir: DataDir,
+}
+
+fn start(env: &[(&str, &str)]) -> Env {
+    let dir = data_dir();
+    add_user(&dir.path, &[], USER, "staff", PASSWORD);
+    let server = Server::start(&dir.path, &["--no-tls"], env);
+    Env { server, _dir: dir }
+}
+
+async fn connect(server: &Server, path_and_query: &str) -> Ws {
+    let url = format!("{}{path_and_query}", server.url.replacen("http://", "ws://", 1));
+    let (ws, response) = tokio_tungstenite::connect_async(url).await.expect("WebSocket upgrade");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+async fn send(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string())).await.expect("send");
+}
+
+#[derive(Debug)]
+enum Got {
+    Json(Value),
+    Closed(Option<u16>, String),
+}
+
+/// The next text or close frame (WebSocket pings and pongs are skipped), or None if none
+/// came within `limit`.
+async fn next(ws: &mut Ws, limit: Duration) -> Option<Got> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next()).await.ok()?;
+        match msg {
+            Some(Ok(Message::Text(t))) => return Some(Got::Json(serde_json::from_str(&t).expect("JSON text frame"))),
+            Some(Ok(Message::Close(f))) => {
+                return Some(Got::Closed(
+                    f.as_ref().map(|f| u16::from(f.code)),
+                    f.map(|f| f.reason.to_string()).unwrap_or_default(),
+                ));
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(other)) => panic!("unexpected frame {other:?}"),
+            Some(Err(e)) => panic!("socket error: {e}"),
+            None => return Some(Got::Closed(None, String::new())),
+        }
+    }
+}
+
+async fn next_json(ws: &mut Ws, limit: Duration) -> Value {
+    match next(ws, limit).await {
+        Some(Got::Json(v)) => v,
+        other => panic!("expected a JSON frame, got {other:?}"),
+    }
+}
+
+async fn expect_close(ws: &mut Ws, limit: Duration, reason: &str) {
+    match next(ws, limit).await {
+        Some(Got::Closed(Some(4401), r)) => assert_eq!(r, reason),
+        other => panic!("expected close 4401 {reason}, got {other:?}"),
+    }
+}
+
+/// Connects and authenticates; returns the socket and the `ready` frame.
+async fn ready(server: &Server, token: &str) -> (Ws, Value) {
+    let mut ws = connect(server, "/v1/ws").await;
+    send(&mut ws, json!({"type": "auth", "token": token})).await;
+    let ready = next_json(&mut ws, SOON).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    (ws, ready)
+}
+
+fn rfc3339(v: &Value) -> time::OffsetDateTime {
+    let text = v.as_str().unwrap_or_else(|| panic!("a timestamp string, got {v}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).expect("RFC 3339")
+}
+
+#[tokio::test]
+async fn ws_without_an_auth_frame_closes_4401_after_10_s() {
+    let env = start(&[]);
+    let started = Instant::now();
+    let mut ws = connect(&env.server, "/v1/ws").await;
+    expect_close(&mut ws, LONG, "unauthenticated").await;
+    assert!(started.elapsed() >= Duration::from_secs(9), "waited for the auth frame: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn ws_refuses_a_wrong_token_or_a_first_frame_that_is_not_auth_at_once() {
+    let env = start(&[]);
+    let mut ws = connect(&env.server, "/v1/ws").await;
+    send(&mut ws, json!({"type": "auth", "token": "not-a-real-token"})).await;
+    expect_close(&mut ws, SOON, "unauthenticated").await;
+
+    // A token in the URL is not honoured: the first frame must still be `auth`.
+    let token = login(&env.server, USER, PASSWORD).await;
+    let mut ws = connect(&env.server, &format!("/v1/ws?token={token}")).await;
+    send(&mut ws, json!({"type": "ping"})).await;
+    expect_close(&mut ws, SOON, "unauthenticated").await;
+
+    let mut ws = connect(&env.server, "/v1/ws").await;
+    ws.send(Message::text("not json")).await.expect("send");
+    expect_close(&mut ws, SOON, "unauthenticated").await;
+
+    // A plain GET is not an upgrade: the contract's error shape.
+    let res = env.server.client().get(env.server.at("/v1/ws")).send().await.expect("get");
+    assert!(res.status().is_client_error(), "{}", res.status());
+    assert_eq!(error_code(res).await, "invalid_request");
+    let doc: Value = env
+        .server
+        .client()
+        .get(env.server.at("/v1/openapi.json"))
+        .send()
+        .await
+        .expect("doc")
+        .json()
+        .await
+        .expect("json");
+    assert!(doc["paths"]["/v1/ws"]["get"].is_object(), "documented in OpenAPI");
+}
+
+#[tokio::test]
+async fn ws_refuses_a_session_that_must_still_enroll_mfa() {
+    let env = start(&[]);
+    add_user(&env._dir.path, &[], "ws.clinician", "clinician", PASSWORD);
+    let answer = login_answer(&env.server, "ws.clinician", PASSWORD).await;
+    assert_eq!(answer["mfa_enrollment_required"], true, "{answer}");
+    let mut ws = connect(&env.server, "/v1/ws").await;
+    send(&mut ws, json!({"type": "auth", "token": answer["token"]})).await;
+    expect_close(&mut ws, SOON, "mfa_required").await;
+}
+
+#[tokio::test]
+async fn ws_ready_then_bad_frames_get_errors_and_the_socket_lives_on() {
+    let env = start(&[]);
+    let token = login(&env.server, USER, PASSWORD).await;
+    let (mut ws, ready) = ready(&env.server, &token).await;
+    assert!(ready["user_id"].as_str().is_some_and(|s| !s.is_empty()), "{ready}");
+    assert!(ready["session_id"].as_str().is_some_and(|s| !s.is_empty()), "{ready}");
+    assert!(rfc3339(&ready["idle_expires_at"]) <= rfc3339(&ready["expires_at"]), "{ready}");
+
+    ws.send(Message::text("not json")).await.expect("send");
+    let e = next_json(&mut ws, SOON).await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("invalid_request")), "{e}");
+    assert!(!e["message"].as_str().unwrap_or_default().contains("not json"), "input is not quoted: {e}");
+    send(&mut ws, json!({"type": "no.such.type"})).await;
+    let e = next_json(&mut ws, SOON).await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("invalid_request")), "{e}");
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.expect("send");
+    let e = next_json(&mut ws, SOON).await;
+    assert_eq!(e["type"], "error", "{e}");
+
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next_json(&mut ws, SOON).await, json!({"type": "pong"}));
+}
+
+#[tokio::test]
+async fn ws_logout_over_http_ends_the_socket_with_session_expired_revoked() {
+    let env = start(&[]);
+    let token = login(&env.server, USER, PASSWORD).await;
+    let (mut ws, _) = ready(&env.server, &token).await;
+    let res = env.server.client().post(env.server.at("/v1/auth/logout")).bearer_auth(&token).send().await;
+    assert_eq!(res.expect("logout").status(), 204);
+    let expired = next_json(&mut ws, SOON).await;
+    assert_eq!(expired, json!({"type": "session.expired", "reason": "revoked"}));
+    expect_close(&mut ws, SOON, "session_expired").await;
+}
+
+#[tokio::test]
+async fn ws_idle_socket_is_logged_off_and_the_expiry_is_recorded_once() {
+    let env = start(&[("WARD_SESSION_IDLE_TIMEOUT_S", "10")]);
+    let token = login(&env.server, USER, PASSWORD).await;
+    let (mut ws, ready) = ready(&env.server, &token).await;
+    let session_id = ready["session_id"].as_str().expect("session id").to_string();
+
+    // Only heartbeats from the client: they are not activity.
+    let deadline = Instant::now() + LONG;
+    let mut frames = Vec::new();
+    let close = loop {
+        assert!(Instant::now() < deadline, "no logoff within {LONG:?}; frames: {frames:?}");
+        match next(&mut ws, Duration::from_secs(2)).await {
+            None => send(&mut ws, json!({"type": "ping"})).await,
+            Some(Got::Json(v)) => frames.push(v),
+            Some(closed @ Got::Closed(..)) => break closed,
+        }
+    };
+    assert!(matches!(&close, Got::Closed(Some(4401), r) if r == "session_expired"), "{close:?}");
+    let events: Vec<&Value> = frames.iter().filter(|f| f["type"] != "pong").collect();
+    assert_eq!(events.len(), 2, "one warning, one expiry: {frames:?}");
+    assert_eq!(events[0]["type"], "session.expiring", "{frames:?}");
+    assert_eq!(events[0]["reason"], "idle", "{frames:?}");
+    rfc3339(&events[0]["expires_at"]);
+    assert_eq!(*events[1], json!({"type": "session.expired", "reason": "idle_timeout"}));
+
+    let res = env.server.client().get(env.server.at("/v1/auth/session")).bearer_auth(&token).send().await;
+    let res = res.expect("session");
+    assert_eq!(res.status(), 401);
+    assert_eq!(error_code(res).await, "session_expired");
+
+    // The expiry is in the audit trail once, as for an HTTP request.
+    let url = format!("sqlite://{}?mode=ro", env.server.data_dir.join("ward.db").display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.expect("open db");
+    let reasons: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT reason FROM audit_events WHERE action = 'session.expired' AND resource = $1")
+            .bind(format!("session/{session_id}"))
+            .fetch_all(&mut conn)
+            .await
+            .expect("query");
+    assert_eq!(reasons, vec![(Some("idle_timeout".to_string()),)]);
+}
+
+#[tokio::test]
+async fn ws_activity_frames_keep_the_session_alive_past_the_idle_limit() {
+    let env = start(&[("WARD_SESSION_IDLE_TIMEOUT_S", "10")]);
+    let token = login(&env.server, USER, PASSWORD).await;
+    let (mut ws, _) = ready(&env.server, &token).await;
+    let until = Instant::now() + Duration::from_secs(14);
+    while Instant::now() < until {
+        send(&mut ws, json!({"type": "activity"})).await;
+        let slice = Instant::now() + Duration::from_secs(3);
+        while let Some(left) = slice.checked_duration_since(Instant::now()) {
+            match next(&mut ws, left).await {
+                None => break,
+                Some(Got::Json(v)) => assert_ne!(v["type"], "session.expired", "activity keeps the session: {v}"),
+                Some(closed) => panic!("the socket closed despite activity: {closed:?}"),
+            }
+        }
+    }
+    let res = env.server.client().get(env.server.at("/v1/auth/session")).bearer_auth(&token).send().await;
+    assert_eq!(res.expect("session").status(), 200, "the session is still alive");
+}
+
+#[tokio::test]
+async fn ws_server_shutdown_closes_with_1001_and_the_server_exits() {
+    let env = start(&[]);
+    let token = login(&env.server, USER, PASSWORD).await;
+    let (mut ws, _) = ready(&env.server, &token).await;
+    signal(&env.server.child, "TERM");
+    match next(&mut ws, LONG).await {
+        Some(Got::Closed(Some(1001), _)) => {}
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    let Env { server, _dir } = env;
+    assert_eq!(server.wait_exit().code(), Some(0));
+}
