@@ -215,3 +215,56 @@ async fn a_lost_factor_is_reset_by_an_administrator_from_the_api_or_the_command_
     let answer = login_answer(&server, "mfa.admin", "admin passphrase 81").await;
     assert_eq!(answer["mfa_enrollment_required"], true, "{answer}");
 }
+
+/// Routes a session that must still enroll MFA may use, and routes that need no session.
+const OPEN_TO_UNENROLLED: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/openapi.json",
+    "/v1/auth/login",
+    "/v1/auth/mfa",
+    "/v1/auth/mfa/totp/enroll",
+    "/v1/auth/mfa/totp/confirm",
+    "/v1/auth/session",
+    "/v1/auth/logout",
+    "/v1/ws",
+];
+
+#[tokio::test]
+async fn every_other_route_in_the_openapi_document_answers_mfa_required_to_an_unenrolled_session() {
+    let dir = data_dir();
+    add_user(&dir.path, &[], "dr.walk", "clinician", "clinician passphrase 91");
+    let server = Server::plain(&dir.path);
+    let c = server.client();
+    let first = login_answer(&server, "dr.walk", "clinician passphrase 91").await;
+    let limited = first["token"].as_str().expect("token").to_string();
+    let doc: Value = c.get(server.at("/v1/openapi.json")).send().await.expect("doc").json().await.expect("json");
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        if OPEN_TO_UNENROLLED.contains(&path.as_str()) {
+            continue;
+        }
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            // Any id will do: the gate answers before the handler looks anything up.
+            let url = server.at(&path
+                .replace("{id}", &uuid::Uuid::now_v7().to_string())
+                .replace("{key_id}", &uuid::Uuid::now_v7().to_string()));
+            let req = match method {
+                "get" => c.get(url),
+                "post" => c.post(url),
+                "put" => c.put(url),
+                "patch" => c.patch(url),
+                _ => c.delete(url),
+            };
+            let res = req.bearer_auth(&limited).json(&json!({})).send().await.expect("request");
+            assert_eq!(res.status(), 403, "{method} {path}");
+            assert_eq!(error_code(res).await, "mfa_required", "{method} {path}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "the walk covered the API ({checked} operations)");
+}
