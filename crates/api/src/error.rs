@@ -136,15 +136,25 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidCode => Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", e.to_string()),
             AuthError::Store(s) => s.into(),
             AuthError::Audit(a) => a.into(),
-            AuthError::Keys(k) => {
-                tracing::error!(error = %k, "key management failed");
-                match k {
-                    ward_keys::KeyError::Store(s) => s.into(),
-                    _ => Self::internal(),
-                }
-            }
+            AuthError::Keys(k) => k.into(),
             AuthError::Hash(h) => {
                 tracing::error!(error = %h, "password hashing failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<ward_keys::KeyError> for ApiError {
+    fn from(e: ward_keys::KeyError) -> Self {
+        match e {
+            ward_keys::KeyError::Store(s) => s.into(),
+            ward_keys::KeyError::Audit(m) => {
+                tracing::error!(error = %m, "audit trail unavailable: refusing the key operation");
+                Self::unavailable("the audit trail cannot be written; the request was not carried out")
+            }
+            other => {
+                tracing::error!(error = %other, "key management failed");
                 Self::internal()
             }
         }

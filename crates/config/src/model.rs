@@ -177,11 +177,14 @@ pub struct KeysConfig {
     /// Directory of the local keyring (default `<data_dir>/keys`). Nodes that share a
     /// database must use the same keyring (the same sealed file on each node).
     pub local_dir: Option<PathBuf>,
+    /// A new master-key version is made automatically when the active one is this old
+    /// (90 ..= 2560 days, like AWS KMS); `ward keys rotate` rotates at any time.
+    pub rotation_days: u64,
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        Self { backend: "local".into(), local_dir: None }
+        Self { backend: "local".into(), local_dir: None, rotation_days: 365 }
     }
 }
 
@@ -357,6 +360,7 @@ impl Config {
             return Err(ConfigError::invalid("auth.mfa_issuer", "1 to 64 characters, without `:`"));
         }
         in_range("auth.api_key_max_days", self.auth.api_key_max_days, 1, 3_650)?;
+        in_range("keys.rotation_days", self.keys.rotation_days, 90, 2_560)?;
         match self.keys.backend.as_str() {
             "local" => {}
             "pkcs11" | "aws-kms" => {
@@ -434,6 +438,7 @@ impl Config {
             "auth.mfa_required_roles",
             "auth.api_key_max_days",
             "keys.backend",
+            "keys.rotation_days",
             "audit.checkpoint_every_records",
             "audit.checkpoint_interval_s",
             "audit.retention_days",

@@ -31,6 +31,9 @@ pub enum KeyError {
     /// The database holding wrapped data keys failed.
     #[error(transparent)]
     Store(#[from] ward_storage::StoreError),
+    /// The audit record of a key operation could not be written, so it did not happen.
+    #[error("the audit trail cannot be written: {0}")]
+    Audit(String),
     /// The cryptographic library failed (not an authentication failure).
     #[error("cryptographic operation failed: {0}")]
     Crypto(String),

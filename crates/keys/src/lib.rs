@@ -14,5 +14,5 @@ pub mod store;
 pub use aead::{DataKey, SEALED_OVERHEAD, open, seal};
 pub use error::KeyError;
 pub use local::{KdfCost, LocalKeyStore};
-pub use registry::DataKeys;
+pub use registry::{DataKeys, KeyStatus, RewrapReport, VersionStatus};
 pub use store::{KeyState, KeyStore, KeyVersionInfo, WrappedKey};

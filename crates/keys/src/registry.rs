@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
+use ward_audit::{AuditLog, Context, Outcome};
 use ward_storage::{DataKeyRecord, Store, StoreError, StoreTx};
 
 use crate::{DataKey, KeyError, KeyStore, WrappedKey};
@@ -106,6 +107,120 @@ impl DataKeys {
     }
 }
 
+/// One master-key version and how many live data keys it still wraps.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VersionStatus {
+    #[serde(flatten)]
+    pub info: crate::KeyVersionInfo,
+    pub data_keys: i64,
+}
+
+/// What `ward keys status` and `GET /v1/admin/keys` show.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyStatus {
+    pub backend: &'static str,
+    pub active_version: u32,
+    pub versions: Vec<VersionStatus>,
+    /// Live data keys still wrapped by an older version (the rewrap job's backlog).
+    pub pending_rewrap: i64,
+    pub warnings: Vec<String>,
+}
+
+/// The outcome of a rewrap run.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct RewrapReport {
+    pub rewrapped: u64,
+    /// Keys another process rewrapped or destroyed meanwhile (nothing to do).
+    pub skipped: u64,
+}
+
+/// Data keys rewrapped per transaction (each batch commits with its audit record).
+const REWRAP_BATCH: i64 = 100;
+
+impl DataKeys {
+    /// Master-key versions, their states and how many data keys each still wraps.
+    pub async fn status(&self) -> Result<KeyStatus, KeyError> {
+        let versions = self.keys.versions().await?;
+        let counts = self.store.data_key_counts().await?;
+        let active = versions.iter().find(|v| v.state == crate::KeyState::Active).map(|v| v.version).unwrap_or(0);
+        let count = |v: u32| counts.iter().find(|(k, _)| *k == i64::from(v)).map(|(_, n)| *n).unwrap_or(0);
+        let pending_rewrap = counts.iter().filter(|(k, _)| *k < i64::from(active)).map(|(_, n)| n).sum();
+        Ok(KeyStatus {
+            backend: self.keys.backend(),
+            active_version: active,
+            versions: versions.into_iter().map(|info| VersionStatus { data_keys: count(info.version), info }).collect(),
+            pending_rewrap,
+            warnings: self.keys.warnings(),
+        })
+    }
+
+    /// Makes a new master-key version (which wraps every new data key from now on) and
+    /// records it. Existing data keys are rewrapped by [`DataKeys::rewrap`].
+    pub async fn rotate(&self, audit: &AuditLog, ctx: &Context) -> Result<u32, KeyError> {
+        // The record goes first: if the trail cannot be written, nothing happens.
+        let version = {
+            let before = self.keys.versions().await?.len();
+            let event = ctx
+                .event("keys.rotate", Outcome::Success)
+                .resource("keys/master")
+                .detail("backend", self.keys.backend())
+                .detail("versions_before", before);
+            let mut tx = self.store.begin().await?;
+            audit.record(&mut *tx, &event).await.map_err(|e| KeyError::Audit(e.to_string()))?;
+            let version = self.keys.rotate().await?;
+            tx.commit().await?;
+            version
+        };
+        Ok(version)
+    }
+
+    /// Rewraps every live data key still wrapped by an older master version with the
+    /// active one, in batches that each commit with an audit record. Resumable: it works
+    /// from what the database says, so after a crash it picks up where it stopped. The
+    /// data itself is never re-encrypted. `progress(done, total)` is called per batch.
+    pub async fn rewrap(
+        &self,
+        audit: &AuditLog,
+        ctx: &Context,
+        mut progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<RewrapReport, KeyError> {
+        let status = self.status().await?;
+        let active = status.active_version;
+        let total = u64::try_from(status.pending_rewrap).unwrap_or(0);
+        let mut report = RewrapReport::default();
+        loop {
+            let batch = self.store.data_keys_to_rewrap(i64::from(active), REWRAP_BATCH).await?;
+            if batch.is_empty() {
+                return Ok(report);
+            }
+            let mut tx = self.store.begin().await?;
+            let mut done = 0u64;
+            for record in &batch {
+                let key = self.unwrap_record(record).await?;
+                let wrapped = self.keys.wrap(&key, &Self::aad(&record.scope, record.id)).await?;
+                if wrapped.version <= u32::try_from(record.key_version).unwrap_or(u32::MAX) {
+                    return Err(KeyError::Keyring("the active master version did not advance".into()));
+                }
+                let to = i64::from(wrapped.version);
+                if tx.rewrap_data_key(record.id, record.key_version, to, &wrapped.ciphertext).await? {
+                    done += 1;
+                } else {
+                    report.skipped += 1;
+                }
+            }
+            let event = ctx
+                .event("keys.rewrap", Outcome::Success)
+                .resource("keys/data")
+                .detail("to_version", active)
+                .detail("data_keys", done);
+            audit.record(&mut *tx, &event).await.map_err(|e| KeyError::Audit(e.to_string()))?;
+            tx.commit().await?;
+            report.rewrapped += done;
+            progress(report.rewrapped + report.skipped, total.max(report.rewrapped + report.skipped));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +256,45 @@ mod tests {
         assert!(matches!(keys.unwrap_record(&moved).await, Err(KeyError::Integrity)), "moved wrapped key refused");
         moved.destroyed_at = Some(now);
         assert!(matches!(keys.unwrap_record(&moved).await, Err(KeyError::Destroyed(_))));
+    }
+
+    #[tokio::test]
+    async fn rotation_then_rewrap_moves_every_key_to_the_new_version_and_keeps_its_bytes() {
+        let (dir, keys, store) = registry().await;
+        let audit = AuditLog::open(
+            store.clone(),
+            ward_audit::AuditSettings {
+                checkpoint_every: 1000,
+                checkpoint_interval: std::time::Duration::from_secs(60),
+                key_file: dir.path().join("audit/signing.key"),
+                checkpoint_file: dir.path().join("audit/checkpoints.jsonl"),
+            },
+        )
+        .await
+        .expect("audit");
+        let now = OffsetDateTime::now_utc();
+        let mut before = Vec::new();
+        for i in 0..250 {
+            let (id, key) = keys.get_or_create_alone(&format!("user/{i}"), now).await.expect("create");
+            before.push((id, key.expose().to_vec()));
+        }
+        let ctx = Context::cli(None, now);
+        assert_eq!(keys.rotate(&audit, &ctx).await.expect("rotate"), 2);
+        let status = keys.status().await.expect("status");
+        assert_eq!((status.active_version, status.pending_rewrap), (2, 250));
+        let mut calls = 0;
+        let report = keys.rewrap(&audit, &ctx, |_, _| calls += 1).await.expect("rewrap");
+        assert_eq!((report.rewrapped, report.skipped, calls), (250, 0, 3), "three batches of at most 100");
+        let status = keys.status().await.expect("status");
+        assert_eq!(status.pending_rewrap, 0);
+        assert_eq!(status.versions.iter().map(|v| v.data_keys).collect::<Vec<_>>(), vec![0, 250]);
+        for (id, bytes) in before {
+            assert_eq!(keys.by_id(id).await.expect("unwrap").expose().to_vec(), bytes, "same data key after rewrap");
+        }
+        let again = keys.rewrap(&audit, &ctx, |_, _| {}).await.expect("rewrap again");
+        assert_eq!(again.rewrapped, 0, "nothing left: resumable and idempotent");
+        let rows = store.audit_after(0, 100).await.expect("trail");
+        assert_eq!(rows.iter().filter(|r| r.action == "keys.rotate").count(), 1);
+        assert_eq!(rows.iter().filter(|r| r.action == "keys.rewrap").count(), 3);
     }
 }

@@ -127,6 +127,11 @@ pub(crate) mod sql {
         "SELECT id, scope, key_version, wrapped, created_at, destroyed_at FROM data_keys WHERE scope = $1";
     pub const DATA_KEY_BY_ID: &str =
         "SELECT id, scope, key_version, wrapped, created_at, destroyed_at FROM data_keys WHERE id = $1";
+    pub const DATA_KEY_COUNTS: &str = "SELECT key_version, COUNT(*) FROM data_keys \
+         WHERE destroyed_at IS NULL GROUP BY key_version ORDER BY key_version";
+    pub const DATA_KEYS_TO_REWRAP: &str = "SELECT id, scope, key_version, wrapped, created_at, destroyed_at \
+         FROM data_keys WHERE key_version < $1 AND destroyed_at IS NULL ORDER BY id LIMIT $2";
+    pub const REWRAP_DATA_KEY: &str = "UPDATE data_keys SET key_version = $3, wrapped = $4 WHERE id = $1 AND key_version = $2 AND destroyed_at IS NULL";
     pub const INSERT_DATA_KEY: &str = "INSERT INTO data_keys (id, scope, key_version, wrapped, created_at, \
          destroyed_at) VALUES ($1, $2, $3, $4, $5, $6)";
 
@@ -189,6 +194,27 @@ macro_rules! impl_credential_stores {
                     .transpose()
             }
 
+            async fn data_key_counts(&self) -> $crate::Result<Vec<(i64, i64)>> {
+                Ok(sqlx::query_as::<_, (i64, i64)>($crate::credentials::sql::DATA_KEY_COUNTS)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn data_keys_to_rewrap(
+                &self,
+                below_version: i64,
+                limit: i64,
+            ) -> $crate::Result<Vec<$crate::DataKeyRecord>> {
+                sqlx::query_as::<_, $crate::credentials::DataKeyRow>($crate::credentials::sql::DATA_KEYS_TO_REWRAP)
+                    .bind(below_version)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect()
+            }
+
             async fn mfa_factors(&self, user_id: uuid::Uuid) -> $crate::Result<Vec<$crate::MfaFactorRecord>> {
                 sqlx::query_as::<_, $crate::credentials::FactorRow>($crate::credentials::sql::FACTORS_OF_USER)
                     .bind($crate::credentials::id(user_id))
@@ -248,6 +274,24 @@ macro_rules! impl_credential_stores {
                     .execute(self.conn())
                     .await?;
                 Ok(())
+            }
+
+            async fn rewrap_data_key(
+                &mut self,
+                id: uuid::Uuid,
+                from_version: i64,
+                to_version: i64,
+                wrapped: &[u8],
+            ) -> $crate::Result<bool> {
+                let n = sqlx::query($crate::credentials::sql::REWRAP_DATA_KEY)
+                    .bind($crate::credentials::id(id))
+                    .bind(from_version)
+                    .bind(to_version)
+                    .bind(wrapped)
+                    .execute(self.conn())
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
             }
 
             async fn insert_mfa_factor(&mut self, f: &$crate::MfaFactorRecord) -> $crate::Result<()> {

@@ -206,6 +206,10 @@ pub trait AuditStore {
 pub trait CredentialStore {
     async fn data_key_by_scope(&self, scope: &str) -> Result<Option<DataKeyRecord>>;
     async fn data_key_by_id(&self, id: Uuid) -> Result<Option<DataKeyRecord>>;
+    /// How many live (not destroyed) data keys each master-key version wraps.
+    async fn data_key_counts(&self) -> Result<Vec<(i64, i64)>>;
+    /// Up to `limit` live data keys wrapped by a version below `below_version`, by id.
+    async fn data_keys_to_rewrap(&self, below_version: i64, limit: i64) -> Result<Vec<DataKeyRecord>>;
     /// A user's second factors (pending and active), oldest first.
     async fn mfa_factors(&self, user_id: Uuid) -> Result<Vec<MfaFactorRecord>>;
     /// How many of the user's recovery codes are still unused.
@@ -221,6 +225,9 @@ pub trait CredentialStore {
 pub trait CredentialTx {
     /// Stores a wrapped data key; [`StoreError::Conflict`] if its scope already has one.
     async fn insert_data_key(&mut self, key: &DataKeyRecord) -> Result<()>;
+    /// Replaces a data key's wrapping (rotation); false if it changed meanwhile (another
+    /// node rewrapped it, or it was destroyed).
+    async fn rewrap_data_key(&mut self, id: Uuid, from_version: i64, to_version: i64, wrapped: &[u8]) -> Result<bool>;
     /// Stores a factor, replacing any pending factor of the same kind of that user.
     async fn insert_mfa_factor(&mut self, factor: &MfaFactorRecord) -> Result<()>;
     /// Turns a pending factor active; false if it was not pending.

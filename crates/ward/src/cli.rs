@@ -133,7 +133,11 @@ pub enum KeysCommand {
     /// Key versions and their states.
     Status,
     /// Create a new master key version and rewrap data keys.
-    Rotate,
+    Rotate {
+        /// Only finish an interrupted rewrap; make no new version.
+        #[arg(long)]
+        resume: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,8 +203,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Audit(AuditCommand::Export { format, since, until }) => {
             crate::audit_cmd::export(&cli.global, flags, &format, since, until).await
         }
-        Command::Keys(KeysCommand::Status) => Err(Failure::not_yet_available("keys status")),
-        Command::Keys(KeysCommand::Rotate) => Err(Failure::not_yet_available("keys rotate")),
+        Command::Keys(KeysCommand::Status) => crate::keys_cmd::status(&cli.global, flags).await,
+        Command::Keys(KeysCommand::Rotate { resume }) => crate::keys_cmd::rotate(&cli.global, flags, resume).await,
         Command::Backup(BackupCommand::Create) => Err(Failure::not_yet_available("backup create")),
         Command::Backup(BackupCommand::Verify) => Err(Failure::not_yet_available("backup verify")),
         Command::Backup(BackupCommand::Restore) => Err(Failure::not_yet_available("backup restore")),

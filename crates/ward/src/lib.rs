@@ -6,11 +6,12 @@
 //! * [`startup`]: configuration layers, logging, the data dir, opening storage, building
 //!   the domain services: everything `serve` and the admin commands share.
 //! * [`serve`]: `ward serve`.
-//! * [`admin`]: `ward user …` and the commands of features still to come.
+//! * [`admin`]: `ward user …`; [`audit_cmd`]: `ward audit …`; [`keys_cmd`]: `ward keys …`.
 
 pub mod admin;
 pub mod audit_cmd;
 pub mod cli;
 pub mod datadir;
+pub mod keys_cmd;
 pub mod serve;
 pub mod startup;

@@ -62,7 +62,7 @@ pub async fn run(
         config: Arc::new(config.clone()),
         store: store.clone(),
         accounts: accounts.clone(),
-        keys,
+        keys: keys.clone(),
         audit: audit.clone(),
         metrics: Arc::new(Metrics::new()),
         shutdown: CancellationToken::new(),
@@ -108,6 +108,12 @@ pub async fn run(
     let follower = tokio::spawn(
         accounts.clone().follow_session_changes(std::time::Duration::from_millis(250), checkpoints.clone()),
     );
+    let key_upkeep = tokio::spawn(crate::keys_cmd::maintain(
+        keys.clone(),
+        audit.clone(),
+        config.keys.rotation_days,
+        checkpoints.clone(),
+    ));
     let forwarder = match (&config.audit.syslog_addr, config.audit.syslog_name()) {
         (Some(addr), Some(server_name)) => {
             if let Some(ca) = &config.audit.syslog_ca_file {
@@ -136,6 +142,7 @@ pub async fn run(
     checkpoints.cancel();
     let _ = checkpointer.await;
     let _ = follower.await;
+    let _ = key_upkeep.await;
     if let Some(f) = forwarder
         && let Ok(Err(e)) = f.await
     {

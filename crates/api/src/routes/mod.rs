@@ -1,5 +1,6 @@
 //! The router: one module per resource, assembled with the cross-cutting layers.
 
+pub mod admin_keys;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -45,6 +46,8 @@ pub fn build(state: AppState) -> Router {
         .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(api_keys::reset_mfa))
+        .routes(routes!(admin_keys::status))
+        .routes(routes!(admin_keys::rotate))
         .routes(routes!(sts::assume_role))
         .routes(routes!(audit::events))
         .routes(routes!(audit::export))

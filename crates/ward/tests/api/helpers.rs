@@ -158,14 +158,14 @@ pub fn add_user(data_dir: &Path, extra: &[&str], name: &str, role: &str, passwor
     assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// TOTP secrets of the users that tests enrolled, by (server URL, username), with the
+/// TOTP secrets of the users that tests enrolled, by (data dir, username), with the
 /// newest time step used (a code is accepted once).
 static TOTP: Mutex<Vec<(String, String, String, i64)>> = Mutex::new(Vec::new());
 
 /// A TOTP code for `secret` not used before by these tests: the current step, or the one
 /// after it (accepted as clock skew), waiting for a later step when both were spent.
 pub fn next_totp_code(server: &Server, name: &str) -> String {
-    let key = (server.url.clone(), name.to_lowercase());
+    let key = (server.data_dir.display().to_string(), name.to_lowercase());
     loop {
         let now = time::OffsetDateTime::now_utc();
         let step = now.unix_timestamp() / 30;
@@ -186,8 +186,9 @@ pub fn next_totp_code(server: &Server, name: &str) -> String {
 /// Remembers a user's TOTP secret and the step its confirmation code used.
 pub fn remember_totp(server: &Server, name: &str, secret: &str, used_step: i64) {
     let mut all = TOTP.lock().expect("lock");
-    all.retain(|e| (e.0.as_str(), e.1.as_str()) != (server.url.as_str(), name.to_lowercase().as_str()));
-    all.push((server.url.clone(), name.to_lowercase(), secret.to_string(), used_step));
+    let dir = server.data_dir.display().to_string();
+    all.retain(|e| (e.0.as_str(), e.1.as_str()) != (dir.as_str(), name.to_lowercase().as_str()));
+    all.push((dir, name.to_lowercase(), secret.to_string(), used_step));
 }
 
 /// Enrolls TOTP for the session `token` of `name` and returns the recovery codes.

@@ -7,6 +7,7 @@ mod cli_users;
 mod config_errors;
 mod errors_and_headers;
 mod helpers;
+mod keys;
 mod lockout;
 mod logging;
 mod mfa;
