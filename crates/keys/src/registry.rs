@@ -107,6 +107,16 @@ impl DataKeys {
     }
 }
 
+impl DataKeys {
+    /// Cryptographic erase (NIST SP 800-88 Purge): destroys every stored copy of the data
+    /// key inside `tx`, so everything sealed under it is unrecoverable. It counts as purge
+    /// because that data was encrypted before its first write. The caller records the
+    /// disposal in the same transaction. False if the key was unknown or already destroyed.
+    pub async fn destroy(&self, tx: &mut dyn StoreTx, id: Uuid, now: OffsetDateTime) -> Result<bool, KeyError> {
+        Ok(tx.destroy_data_key(id, now).await?)
+    }
+}
+
 /// One master-key version and how many live data keys it still wraps.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VersionStatus {
@@ -296,5 +306,23 @@ mod tests {
         let rows = store.audit_after(0, 100).await.expect("trail");
         assert_eq!(rows.iter().filter(|r| r.action == "keys.rotate").count(), 1);
         assert_eq!(rows.iter().filter(|r| r.action == "keys.rewrap").count(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_destroyed_key_is_gone_for_good() {
+        let (_dir, keys, store) = registry().await;
+        let now = OffsetDateTime::now_utc();
+        let (id, key) = keys.get_or_create_alone("file/x", now).await.expect("create");
+        let sealed = crate::seal(&key, b"aad", b"marker PHI").expect("seal");
+        let mut tx = store.begin().await.expect("begin");
+        assert!(keys.destroy(&mut *tx, id, now).await.expect("destroy"));
+        assert!(!keys.destroy(&mut *tx, id, now).await.expect("again"), "once");
+        tx.commit().await.expect("commit");
+        drop(key);
+        assert!(matches!(keys.by_id(id).await, Err(KeyError::Destroyed(_))));
+        let record = store.data_key_by_id(id).await.expect("read").expect("row kept as a tombstone");
+        assert!(record.wrapped.is_empty() && record.destroyed_at.is_some(), "no copy of the key remains");
+        assert_eq!(keys.status().await.expect("status").versions[0].data_keys, 0, "not counted as live");
+        assert!(!sealed.is_empty());
     }
 }

@@ -292,6 +292,14 @@ async fn credentials_round_trip(store: &dyn Store) {
     assert_eq!(store.data_key_by_scope(&key.scope).await.expect("read").as_ref(), Some(&key), "data key by scope");
     assert_eq!(store.data_key_by_id(key.id).await.expect("read"), Some(key.clone()), "data key by id");
     let mut tx = store.begin().await.expect("begin");
+    let doomed = DataKeyRecord { id: Uuid::now_v7(), scope: "file/doomed".into(), ..key.clone() };
+    tx.insert_data_key(&doomed).await.expect("insert");
+    assert!(tx.destroy_data_key(doomed.id, t).await.expect("destroy"));
+    assert!(!tx.destroy_data_key(doomed.id, t).await.expect("destroy twice"), "destroyed once");
+    tx.commit().await.expect("commit");
+    let gone = store.data_key_by_id(doomed.id).await.expect("read").expect("tombstone");
+    assert!(gone.wrapped.is_empty() && gone.destroyed_at == Some(t), "no copy of the wrapped key remains");
+    let mut tx = store.begin().await.expect("begin");
     let dup = tx.insert_data_key(&DataKeyRecord { id: Uuid::now_v7(), ..key.clone() }).await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "one data key per scope: {dup:?}");
     drop(tx);

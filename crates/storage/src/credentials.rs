@@ -131,6 +131,8 @@ pub(crate) mod sql {
          WHERE destroyed_at IS NULL GROUP BY key_version ORDER BY key_version";
     pub const DATA_KEYS_TO_REWRAP: &str = "SELECT id, scope, key_version, wrapped, created_at, destroyed_at \
          FROM data_keys WHERE key_version < $1 AND destroyed_at IS NULL ORDER BY id LIMIT $2";
+    pub const DESTROY_DATA_KEY: &str =
+        "UPDATE data_keys SET wrapped = $2, destroyed_at = $3 WHERE id = $1 AND destroyed_at IS NULL";
     pub const REWRAP_DATA_KEY: &str = "UPDATE data_keys SET key_version = $3, wrapped = $4 WHERE id = $1 AND key_version = $2 AND destroyed_at IS NULL";
     pub const INSERT_DATA_KEY: &str = "INSERT INTO data_keys (id, scope, key_version, wrapped, created_at, \
          destroyed_at) VALUES ($1, $2, $3, $4, $5, $6)";
@@ -274,6 +276,17 @@ macro_rules! impl_credential_stores {
                     .execute(self.conn())
                     .await?;
                 Ok(())
+            }
+
+            async fn destroy_data_key(&mut self, id: uuid::Uuid, now: time::OffsetDateTime) -> $crate::Result<bool> {
+                let n = sqlx::query($crate::credentials::sql::DESTROY_DATA_KEY)
+                    .bind($crate::credentials::id(id))
+                    .bind(Vec::<u8>::new())
+                    .bind($crate::rows::millis(now))
+                    .execute(self.conn())
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
             }
 
             async fn rewrap_data_key(

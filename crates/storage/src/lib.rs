@@ -225,6 +225,9 @@ pub trait CredentialStore {
 pub trait CredentialTx {
     /// Stores a wrapped data key; [`StoreError::Conflict`] if its scope already has one.
     async fn insert_data_key(&mut self, key: &DataKeyRecord) -> Result<()>;
+    /// Cryptographic erase: blanks the wrapped key and marks it destroyed; false if unknown
+    /// or destroyed already. (With SQLite's `secure_delete`, the old bytes are overwritten.)
+    async fn destroy_data_key(&mut self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
     /// Replaces a data key's wrapping (rotation); false if it changed meanwhile (another
     /// node rewrapped it, or it was destroyed).
     async fn rewrap_data_key(&mut self, id: Uuid, from_version: i64, to_version: i64, wrapped: &[u8]) -> Result<bool>;

@@ -2,7 +2,8 @@
 //!
 //! WAL journal (readers never block the writer, and the CLI can write while the server
 //! runs), `synchronous = FULL` (a commit is on disk before it is acknowledged), a busy
-//! timeout so that concurrent writers wait instead of failing, foreign keys on.
+//! timeout so that concurrent writers wait instead of failing, foreign keys on, and
+//! `secure_delete` (deleted records are overwritten with zeros, not left in free pages).
 
 use std::fs::File;
 use std::path::Path;
@@ -41,7 +42,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.acquire_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted content is overwritten with zeros, not left in free pages.
+            .pragma("secure_delete", "ON");
         // One connection may hold the open write batch; readers need at least one more.
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(2))
@@ -94,5 +97,25 @@ impl Store for SqliteStore {
 
     async fn begin(&self) -> Result<Box<dyn crate::StoreTx>> {
         Ok(Box::new(self.writer.begin().await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_connection_overwrites_deleted_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = ConnectOptions {
+            target: crate::Target::Sqlite(dir.path().join("ward.db")),
+            max_connections: 3,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        };
+        let store = SqliteStore::open(&dir.path().join("ward.db"), &options).await.expect("open");
+        for _ in 0..3 {
+            let on: i64 = sqlx::query_scalar("PRAGMA secure_delete").fetch_one(&store.pool).await.expect("pragma");
+            assert_eq!(on, 1, "secure_delete is on");
+        }
     }
 }
