@@ -11,7 +11,7 @@ pub mod local;
 pub mod registry;
 pub mod store;
 
-pub use aead::{DataKey, SEALED_OVERHEAD, open, seal};
+pub use aead::{DataKey, SEALED_OVERHEAD, open, open_in_place, seal};
 pub use error::KeyError;
 pub use local::{KdfCost, LocalKeyStore};
 pub use registry::{DataKeys, KeyStatus, RewrapReport, VersionStatus};
