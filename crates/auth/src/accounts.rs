@@ -498,13 +498,16 @@ impl Accounts {
             return self.authenticate_api_key(token, now).await;
         }
         let hash = SessionToken::from_client(token).hash();
-        let cached = self.cache.get(&hash.0).filter(|(s, _)| now < s.expires_at && now < s.idle_expires_at);
-        let (session, user) = match cached {
-            Some(hit) => hit,
-            None => {
+        let (session, user) = match self.cache.get(&hash.0) {
+            Some((s, u)) if now < s.expires_at && now < s.idle_expires_at => (s, u),
+            stale => {
                 // A miss, or a cached session that looks expired: another node may have
-                // seen activity since, so the database decides.
-                self.cache.forget(&hash.0);
+                // seen activity since, so the database decides. Only a stale entry is
+                // dropped: a plain miss must not bump the epoch (that would discard other
+                // requests' concurrent reads).
+                if stale.is_some() {
+                    self.cache.forget(&hash.0);
+                }
                 let epoch = self.cache.epoch();
                 let session = self.store.session_by_token_hash(&hash.0).await?.ok_or(AuthError::Unauthenticated)?;
                 if session.revoked_at.is_some() {
@@ -543,29 +546,36 @@ impl Accounts {
         if user.disabled {
             return Err(AuthError::SessionExpired);
         }
-        let full_user = user.clone();
-        let mut user = user;
-        if let Some(role) = &session.assumed_role {
-            // A temporary credential acts with the one role it assumed, and only while the
-            // user still holds that role.
-            let role: Role = role.parse()?;
-            if !user.roles.contains(&role) {
-                return Err(AuthError::SessionExpired);
+        // A temporary credential acts with the one role it assumed, and only while the user
+        // still holds that role.
+        let assumed = match &session.assumed_role {
+            Some(role) => {
+                let role: Role = role.parse()?;
+                if !user.roles.contains(&role) {
+                    return Err(AuthError::SessionExpired);
+                }
+                Some(role)
             }
-            user.roles = vec![role];
-        }
+            None => None,
+        };
         // Activity moves the idle deadline. Writing it on every request would cost a durable
         // write per request, so it is written when it has moved by a tenth of the idle limit
         // (at most 5 s): the deadline is then early by at most that much, never late.
         let step = (self.limits.idle / 10).min(Duration::from_secs(5));
-        if now - session.last_seen_at < step {
-            return Ok(self.authenticated(user, session));
+        let session = if now - session.last_seen_at < step {
+            session
+        } else {
+            let epoch = self.cache.epoch();
+            let idle_expires_at = (now + self.limits.idle).min(session.expires_at);
+            self.store.touch_session(session.id, now, idle_expires_at).await?;
+            let session = SessionRecord { last_seen_at: now, idle_expires_at, ..session };
+            self.cache.put(epoch, &session, &user);
+            session
+        };
+        let mut user = user;
+        if let Some(role) = assumed {
+            user.roles = vec![role];
         }
-        let epoch = self.cache.epoch();
-        let idle_expires_at = (now + self.limits.idle).min(session.expires_at);
-        self.store.touch_session(session.id, now, idle_expires_at).await?;
-        let session = SessionRecord { last_seen_at: now, idle_expires_at, ..session };
-        self.cache.put(epoch, &session, &full_user);
         Ok(self.authenticated(user, session))
     }
 

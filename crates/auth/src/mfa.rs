@@ -18,7 +18,6 @@
 
 use std::time::Duration;
 
-use subtle_eq::ct_eq;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use ward_audit::{Context, Outcome};
@@ -50,12 +49,10 @@ impl std::fmt::Debug for TotpEnrollment {
     }
 }
 
-mod subtle_eq {
-    /// Constant-time string equality for codes.
-    pub fn ct_eq(a: &str, b: &str) -> bool {
-        use subtle::ConstantTimeEq as _;
-        a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-    }
+/// Constant-time equality of two codes.
+fn ct_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 fn totp(secret: &[u8], issuer: &str, account: &str) -> Result<totp_rs::TOTP, AuthError> {

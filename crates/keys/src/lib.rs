@@ -14,5 +14,5 @@ pub mod store;
 pub use aead::{DataKey, SEALED_OVERHEAD, open, open_in_place, seal};
 pub use error::KeyError;
 pub use local::{KdfCost, LocalKeyStore};
-pub use registry::{DataKeys, KeyStatus, RewrapReport, VersionStatus};
+pub use registry::{DataKeys, KeyStatus, PEPPER_SCOPE, RewrapReport, VersionStatus};
 pub use store::{KeyState, KeyStore, KeyVersionInfo, WrappedKey};

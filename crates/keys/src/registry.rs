@@ -15,6 +15,9 @@ use ward_storage::{DataKeyRecord, Store, StoreError, StoreTx};
 
 use crate::{DataKey, KeyError, KeyStore, WrappedKey};
 
+/// The scope of the data key whose bytes are the password pepper.
+pub const PEPPER_SCOPE: &str = "system/password-pepper";
+
 /// The data-key registry. Cheap to clone.
 #[derive(Clone)]
 pub struct DataKeys {

@@ -1,7 +1,6 @@
 //! `ward keys status` and `ward keys rotate`: the master-key versions, and rotation with
-//! the rewrap of every data key (shown with a progress bar; resumable: running `rotate`
-//! again after an interruption finishes the rewrap before making another version only if
-//! asked to).
+//! the rewrap of every data key (with a progress bar). `rotate --resume` only finishes an
+//! interrupted rewrap. Also the server's hourly key upkeep ([`maintain`]).
 
 use ward_keys::KeyStatus;
 

@@ -133,9 +133,6 @@ pub fn audit_settings(config: &Config) -> AuditSettings {
     }
 }
 
-/// The data key whose bytes are the password pepper (see `ward_crypto::password`).
-pub const PEPPER_SCOPE: &str = "system/password-pepper";
-
 /// The identity service over `store`, configured from `[auth]` and `[session]`, with the
 /// password pepper from the key store.
 pub async fn accounts(
@@ -144,7 +141,7 @@ pub async fn accounts(
     audit: AuditLog,
     keys: DataKeys,
 ) -> Result<Accounts, StartError> {
-    let (_, pepper) = keys.get_or_create_alone(PEPPER_SCOPE, time::OffsetDateTime::now_utc()).await?;
+    let (_, pepper) = keys.get_or_create_alone(ward_keys::PEPPER_SCOPE, time::OffsetDateTime::now_utc()).await?;
     let hasher = PasswordHasher::new(config.auth.argon2_memory_kib, config.auth.argon2_iterations, 1)
         .and_then(|h| h.with_pepper(Zeroizing::new(pepper.expose().to_vec())))
         .map_err(|e| StartError::Other(e.to_string()))?;

@@ -55,10 +55,10 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let mut keys = check(async {
         state
             .keys
-            .find("system/password-pepper")
+            .find(ward_keys::PEPPER_SCOPE)
             .await?
             .map(|_| ())
-            .ok_or(ward_keys::KeyError::Destroyed("system/password-pepper".into()))
+            .ok_or(ward_keys::KeyError::Destroyed(ward_keys::PEPPER_SCOPE.into()))
     })
     .await;
     keys.warnings = state.keys.key_store().warnings();
