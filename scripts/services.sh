@@ -2,6 +2,8 @@
 # Installs and starts what Ward's tests talk to, on a Debian machine, idempotently.
 # PostgreSQL (127.0.0.1:5432, trust auth, database `test`), Redis and NATS with JetStream.
 # rsyslog with its OpenSSL TLS driver is only installed: the syslog test runs its own rsyslogd.
+# SoftHSM2 (the PKCS#11 peer of the `pkcs11` key store tests) is only installed: each test
+# makes its own token directory and tokens.
 set -euo pipefail
 
 log() { echo "services: $*" >&2; }
@@ -13,6 +15,7 @@ command -v redis-server  >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v nats-server   >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 command -v rsyslogd      >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
 compgen -G '/usr/lib/*/rsyslog/lmnsd_ossl.so' >/dev/null || need_apt+=(rsyslog-openssl)
+{ command -v softhsm2-util >/dev/null 2>&1 && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || need_apt+=(softhsm2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   as_root apt-get update -qq

@@ -168,3 +168,18 @@ impl From<ward_audit::AuditError> for ApiError {
         Self::unavailable("the audit trail cannot be written; the request was not carried out")
     }
 }
+
+impl From<ward_messaging::MessagingError> for ApiError {
+    fn from(e: ward_messaging::MessagingError) -> Self {
+        use ward_messaging::MessagingError as M;
+        match e {
+            M::NotFound => Self::not_found(),
+            M::Invalid(m) => Self::invalid_request(m),
+            M::TooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string()),
+            M::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            M::Store(s) => s.into(),
+            M::Audit(a) => a.into(),
+            M::Keys(k) => k.into(),
+        }
+    }
+}

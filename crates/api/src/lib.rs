@@ -41,6 +41,8 @@ pub struct AppState {
     pub accounts: Accounts,
     /// Data keys under the master-key store.
     pub keys: ward_keys::DataKeys,
+    /// Dialogs and messages.
+    pub messaging: ward_messaging::Messaging,
     /// The audit trail every handler records through.
     pub audit: AuditLog,
     pub metrics: Arc<metrics::Metrics>,

@@ -42,7 +42,15 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_key_metrics(None)
+    }
+
+    /// Metrics including the data-key cache's and key store's counters.
+    pub fn with_key_metrics(keys: Option<&ward_keys::CacheMetrics>) -> Self {
         let mut registry = Registry::with_prefix("ward");
+        if let Some(keys) = keys {
+            keys.register(&mut registry);
+        }
         let requests = Family::<RouteLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         let pool_size = Gauge::default();

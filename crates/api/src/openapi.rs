@@ -14,6 +14,7 @@ use utoipa::{Modify, OpenApi};
     tags((name = "operations", description = "Health, readiness, metrics"),
          (name = "auth", description = "Sign-in and sessions"),
          (name = "users", description = "Account administration, for administrators"),
+         (name = "dialogs", description = "Dialogs and messages, for their members"),
          (name = "audit", description = "The audit trail, for auditors"))
 )]
 pub struct ApiDoc;

@@ -6,9 +6,13 @@
 //! signature, and whoever deletes the newest rows and their checkpoints in the database
 //! still leaves the file's checkpoint pointing past the end.
 //!
-//! The signing key is a file with mode 0600 (32 secret bytes, hex) beside its public half
-//! (`.pub`). Until key management lands it lives in the data dir; nodes sharing one
-//! PostgreSQL database are given the same key file (`[audit] signing_key_file`).
+//! The signing key is a file with mode 0600 beside its public half (`.pub`). The server
+//! keeps it sealed (`ward-sealed-v1:<base64>`) by a [`SecretSealer`], which the key-management
+//! module provides: AES-256-GCM under a data key wrapped by the master key, so a copy of
+//! the data dir does not yield the key. A plain key file (64 hex characters, as written
+//! before sealing existed or by tools) is sealed in place the next time it is loaded with
+//! a sealer. Nodes sharing one PostgreSQL database are given the same key file
+//! (`[audit] signing_key_file`); its data key lives in the shared database.
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead as _, Write as _};
@@ -33,7 +37,19 @@ pub enum KeyError {
     Malformed { path: PathBuf },
     #[error("audit signing key {path} is readable by others (mode {mode:03o}); fix with: chmod 600 {path}")]
     TooOpen { path: PathBuf, mode: u32 },
+    #[error("audit signing key {path} is sealed and {reason}")]
+    Sealed { path: PathBuf, reason: String },
 }
+
+/// Seals and opens small secrets (the signing key) with a key this crate does not hold.
+/// Implemented by the key-management module; errors are operator-readable strings.
+pub trait SecretSealer: Send + Sync {
+    fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, String>;
+    fn open(&self, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, String>;
+}
+
+/// The prefix of a sealed key file.
+const SEALED_PREFIX: &str = "ward-sealed-v1:";
 
 /// One checkpoint, as stored in the database and in the checkpoint file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,8 +124,20 @@ impl CheckpointSigner {
         Self { key, key_id }
     }
 
-    /// Loads the key file, or creates it (0600, with a `.pub` beside it) if missing.
+    /// Loads the key file, or creates it (0600, with a `.pub` beside it) if missing. The
+    /// file is kept plain (hex): for tools and tests; the server uses
+    /// [`CheckpointSigner::load_or_create_sealed`].
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
+        Self::load_or_create_with(path, None)
+    }
+
+    /// Like [`CheckpointSigner::load_or_create`], keeping the secret sealed by `sealer`
+    /// (a plain file is sealed in place).
+    pub fn load_or_create_sealed(path: &Path, sealer: &dyn SecretSealer) -> Result<Self, KeyError> {
+        Self::load_or_create_with(path, Some(sealer))
+    }
+
+    fn load_or_create_with(path: &Path, sealer: Option<&dyn SecretSealer>) -> Result<Self, KeyError> {
         let io = |source| KeyError::Io { path: path.to_path_buf(), source };
         if !path.exists() {
             if let Some(dir) = path.parent() {
@@ -118,7 +146,7 @@ impl CheckpointSigner {
             let mut secret = Zeroizing::new([0u8; 32]);
             rand::RngCore::fill_bytes(&mut rand::rng(), secret.as_mut());
             let signer = Self::from_secret(*secret);
-            let text = Zeroizing::new(hex::encode(secret.as_ref()));
+            let text = key_file_text(path, &secret, sealer)?;
             let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
             f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(io)?;
             fs::write(public_path(path), hex::encode(signer.verifying_key().as_bytes())).map_err(io)?;
@@ -130,8 +158,27 @@ impl CheckpointSigner {
         }
         let text = Zeroizing::new(fs::read_to_string(path).map_err(io)?);
         let mut secret = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(text.trim(), secret.as_mut())
-            .map_err(|_| KeyError::Malformed { path: path.to_path_buf() })?;
+        match text.trim().strip_prefix(SEALED_PREFIX) {
+            Some(encoded) => {
+                let sealed = |reason: String| KeyError::Sealed { path: path.to_path_buf(), reason };
+                let sealer = sealer.ok_or_else(|| sealed("this command cannot open it".into()))?;
+                let bytes = STANDARD.decode(encoded).map_err(|_| KeyError::Malformed { path: path.to_path_buf() })?;
+                let plain = sealer.open(&bytes).map_err(|e| sealed(format!("cannot be opened: {e}")))?;
+                if plain.len() != 32 {
+                    return Err(KeyError::Malformed { path: path.to_path_buf() });
+                }
+                secret.copy_from_slice(&plain);
+            }
+            None => {
+                hex::decode_to_slice(text.trim(), secret.as_mut())
+                    .map_err(|_| KeyError::Malformed { path: path.to_path_buf() })?;
+                if sealer.is_some() {
+                    let sealed_text = key_file_text(path, &secret, sealer)?;
+                    replace_file(path, sealed_text.as_bytes()).map_err(io)?;
+                    tracing::info!(path = %path.display(), "sealed the plain audit signing key file");
+                }
+            }
+        }
         Ok(Self::from_secret(*secret))
     }
 
@@ -153,6 +200,40 @@ impl CheckpointSigner {
             signature: STANDARD.encode(sig.to_bytes()),
         }
     }
+}
+
+/// The key file's text: hex, or sealed by `sealer`.
+fn key_file_text(
+    path: &Path,
+    secret: &[u8; 32],
+    sealer: Option<&dyn SecretSealer>,
+) -> Result<Zeroizing<String>, KeyError> {
+    match sealer {
+        None => Ok(Zeroizing::new(hex::encode(secret))),
+        Some(sealer) => {
+            let sealed = sealer.seal(secret).map_err(|reason| KeyError::Sealed {
+                path: path.to_path_buf(),
+                reason: format!("cannot be sealed: {reason}"),
+            })?;
+            Ok(Zeroizing::new(format!("{SEALED_PREFIX}{}\n", STANDARD.encode(sealed))))
+        }
+    }
+}
+
+/// Writes `bytes` to a 0600 temporary file beside `path`, syncs it and renames it over `path`.
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// `<key file>.pub`.

@@ -25,7 +25,7 @@ pub mod log;
 pub mod syslog;
 pub mod verify;
 
-pub use checkpoint::{Checkpoint, CheckpointSigner};
+pub use checkpoint::{Checkpoint, CheckpointSigner, SecretSealer};
 pub use event::{Actor, AuditEvent, AuditRecord, Context, Outcome, Via};
 pub use log::{AuditError, AuditLog, AuditSettings, verify_store};
 pub use verify::{Tamper, Verifier, VerifyReport};

@@ -63,6 +63,25 @@ impl AuditLog {
     /// Loads (or creates) the signing key and learns the newest stored checkpoint.
     pub async fn open(store: Arc<dyn Store>, settings: AuditSettings) -> Result<Self, AuditError> {
         let signer = CheckpointSigner::load_or_create(&settings.key_file)?;
+        Self::with_signer(store, settings, signer).await
+    }
+
+    /// Like [`AuditLog::open`], with the signing key file kept sealed by `sealer` (the
+    /// server's way: see [`crate::checkpoint`]).
+    pub async fn open_sealed(
+        store: Arc<dyn Store>,
+        settings: AuditSettings,
+        sealer: &dyn crate::checkpoint::SecretSealer,
+    ) -> Result<Self, AuditError> {
+        let signer = CheckpointSigner::load_or_create_sealed(&settings.key_file, sealer)?;
+        Self::with_signer(store, settings, signer).await
+    }
+
+    async fn with_signer(
+        store: Arc<dyn Store>,
+        settings: AuditSettings,
+        signer: CheckpointSigner,
+    ) -> Result<Self, AuditError> {
         let newest = store.checkpoints().await.map_err(unavailable)?.iter().map(|c| c.seq).max().unwrap_or(0);
         Ok(Self {
             inner: Arc::new(Inner {

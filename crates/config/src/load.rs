@@ -80,10 +80,32 @@ pub fn load(layers: Layers) -> Result<Config, ConfigError> {
             origin: None,
             message: "not a configuration variable (expected WARD_<SECTION>_<KEY>)".into(),
         })?;
-        let expected = defaults.as_ref().and_then(|d| d.get(&section)).and_then(|s| s.get(&key));
-        let value = env_value(raw, expected);
-        let dotted = format!("{section}.{key}");
-        insert(&mut tree, &section, &key, value);
+        let section_defaults = defaults.as_ref().and_then(|d| d.get(&section));
+        // `WARD_KEYS_PKCS11_MODULE` → `keys.pkcs11.module` when `[keys]` has a `pkcs11` table.
+        let nested = section_defaults.and_then(|s| s.as_table()).and_then(|t| {
+            t.iter().filter(|(_, v)| v.is_table()).find_map(|(sub, v)| {
+                let rest = key.strip_prefix(sub.as_str())?.strip_prefix('_')?;
+                Some((sub.clone(), rest.to_string(), v.get(rest).cloned()))
+            })
+        });
+        let dotted = match nested {
+            Some((sub, rest, expected)) => {
+                let value = env_value(raw, expected.as_ref());
+                let entry = tree.entry(section.clone()).or_insert_with(|| Value::Table(Table::new()));
+                if !entry.is_table() {
+                    *entry = Value::Table(Table::new());
+                }
+                if let Value::Table(t) = entry {
+                    insert(t, &sub, &rest, value);
+                }
+                format!("{section}.{sub}.{rest}")
+            }
+            None => {
+                let value = env_value(raw, section_defaults.and_then(|s| s.get(&key)));
+                insert(&mut tree, &section, &key, value);
+                format!("{section}.{key}")
+            }
+        };
         origins.insert(dotted, format!("environment variable {name}"));
     }
 
@@ -268,6 +290,25 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(ok.expect("explicit").audit.retention_days, 365);
+    }
+
+    #[test]
+    fn pkcs11_settings_come_from_a_nested_table_or_the_environment() {
+        let e = load(Layers { env: env(&[("WARD_KEYS_BACKEND", "pkcs11")]), ..Default::default() })
+            .expect_err("module required");
+        assert_eq!(e.key, "keys.pkcs11.module");
+        let c = load(Layers {
+            file: file("[keys]\nbackend = \"pkcs11\"\n[keys.pkcs11]\ntoken_label = \"from-file\"\n"),
+            env: env(&[("WARD_KEYS_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"), ("WARD_KEYS_CACHE_TTL_S", "0")]),
+            ..Default::default()
+        })
+        .expect("loads");
+        assert_eq!(c.keys.pkcs11.module.as_deref(), Some(std::path::Path::new("/usr/lib/softhsm/libsofthsm2.so")));
+        assert_eq!((c.keys.pkcs11.token_label.as_str(), c.keys.cache_ttl_s), ("from-file", 0));
+        assert_eq!(c.audited_settings().get("keys.pkcs11.token_label").map(String::as_str), Some("\"from-file\""));
+        let e =
+            load(Layers { env: env(&[("WARD_KEYS_PKCS11_SLOT", "1")]), ..Default::default() }).expect_err("unknown");
+        assert_eq!(e.key, "keys.pkcs11.slot");
     }
 
     #[test]

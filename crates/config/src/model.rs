@@ -20,7 +20,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub cluster: EmptySection,
     pub files: EmptySection,
-    pub messaging: EmptySection,
+    pub messaging: MessagingConfig,
     pub retention: EmptySection,
     pub backup: EmptySection,
 }
@@ -29,6 +29,22 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmptySection {}
+
+/// `[messaging]`: dialogs and messages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagingConfig {
+    /// Largest message body in bytes of UTF-8 (413 beyond).
+    pub max_body_bytes: u64,
+    /// Most members of a group dialog.
+    pub max_group_members: u64,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 64 * 1024, max_group_members: 1_000 }
+    }
+}
 
 /// `[server]`: where Ward listens and how it treats connections.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,7 +188,8 @@ pub struct AuthConfig {
 pub struct KeysConfig {
     /// `local`: a keyring file in `<data_dir>/keys`, sealed with a key derived from
     /// `WARD_MASTER_PASSPHRASE` (unsealed, with a warning, when that is unset).
-    /// `pkcs11` and `aws-kms` arrive with the key-management work.
+    /// `pkcs11`: master keys inside an HSM token (`[keys.pkcs11]`, PIN from
+    /// `WARD_KEYS_PKCS11_PIN`). `aws-kms` is not built yet.
     pub backend: String,
     /// Directory of the local keyring (default `<data_dir>/keys`). Nodes that share a
     /// database must use the same keyring (the same sealed file on each node).
@@ -180,12 +197,40 @@ pub struct KeysConfig {
     /// A new master-key version is made automatically when the active one is this old
     /// (90 ..= 2560 days, like AWS KMS); `ward keys rotate` rotates at any time.
     pub rotation_days: u64,
+    /// Longest time an unwrapped data key stays cached in memory, in seconds (0 turns the
+    /// data-key cache off: every record then calls the key store).
+    pub cache_ttl_s: u64,
+    /// Lookups a cached data key may serve before it is unwrapped again.
+    pub cache_max_uses: u64,
+    /// Most data keys cached at once.
+    pub cache_capacity: u64,
+    /// The HSM, for `backend = "pkcs11"`.
+    pub pkcs11: Pkcs11Config,
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        Self { backend: "local".into(), local_dir: None, rotation_days: 365 }
+        Self {
+            backend: "local".into(),
+            local_dir: None,
+            rotation_days: 365,
+            cache_ttl_s: 300,
+            cache_max_uses: 100_000,
+            cache_capacity: 10_000,
+            pkcs11: Pkcs11Config::default(),
+        }
     }
+}
+
+/// `[keys.pkcs11]`: the PKCS#11 module and token holding the master keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// The vendor's PKCS#11 library, e.g. `/usr/lib/softhsm/libsofthsm2.so` or the AWS
+    /// CloudHSM client's `/opt/cloudhsm/lib/libcloudhsm_pkcs11.so`.
+    pub module: Option<PathBuf>,
+    /// The label of the token (slot) that holds Ward's master keys.
+    pub token_label: String,
 }
 
 impl KeysConfig {
@@ -361,12 +406,31 @@ impl Config {
         }
         in_range("auth.api_key_max_days", self.auth.api_key_max_days, 1, 3_650)?;
         in_range("keys.rotation_days", self.keys.rotation_days, 90, 2_560)?;
+        in_range("messaging.max_body_bytes", self.messaging.max_body_bytes, 1, 1024 * 1024)?;
+        in_range("messaging.max_group_members", self.messaging.max_group_members, 2, 100_000)?;
+        in_range("keys.cache_ttl_s", self.keys.cache_ttl_s, 0, 3_600)?;
+        in_range("keys.cache_max_uses", self.keys.cache_max_uses, 1, 4_294_967_296)?;
+        in_range("keys.cache_capacity", self.keys.cache_capacity, 1, 1_000_000)?;
         match self.keys.backend.as_str() {
             "local" => {}
-            "pkcs11" | "aws-kms" => {
+            "pkcs11" => {
+                if self.keys.pkcs11.module.is_none() {
+                    return Err(ConfigError::invalid(
+                        "keys.pkcs11.module",
+                        "required with backend `pkcs11`: the path of the HSM's PKCS#11 library",
+                    ));
+                }
+                if self.keys.pkcs11.token_label.is_empty() {
+                    return Err(ConfigError::invalid(
+                        "keys.pkcs11.token_label",
+                        "required with backend `pkcs11`: the label of the token holding the master keys",
+                    ));
+                }
+            }
+            "aws-kms" => {
                 return Err(ConfigError::invalid(
                     "keys.backend",
-                    format!("`{}` is not available in this version yet; use `local`", self.keys.backend),
+                    "`aws-kms` is not available in this version yet; use `local` or `pkcs11`",
                 ));
             }
             other => {
@@ -437,8 +501,13 @@ impl Config {
             "auth.argon2_iterations",
             "auth.mfa_required_roles",
             "auth.api_key_max_days",
+            "messaging.max_body_bytes",
+            "messaging.max_group_members",
             "keys.backend",
             "keys.rotation_days",
+            "keys.cache_ttl_s",
+            "keys.cache_max_uses",
+            "keys.pkcs11.token_label",
             "audit.checkpoint_every_records",
             "audit.checkpoint_interval_s",
             "audit.retention_days",
@@ -447,8 +516,7 @@ impl Config {
         let tree = toml::Value::try_from(self).unwrap_or(toml::Value::Table(toml::Table::new()));
         KEYS.iter()
             .filter_map(|key| {
-                let (section, name) = key.split_once('.')?;
-                let value = tree.get(section)?.get(name)?;
+                let value = key.split('.').try_fold(&tree, |node, part| node.get(part))?;
                 Some((key.to_string(), value.to_string()))
             })
             .collect()

@@ -6,13 +6,19 @@
 //! [`LocalKeyStore`], a keyring file sealed with a passphrase (argon2id).
 
 pub mod aead;
+pub mod cache;
 pub mod error;
 pub mod local;
+pub mod pkcs11;
 pub mod registry;
+pub mod sealer;
 pub mod store;
 
 pub use aead::{DataKey, SEALED_OVERHEAD, open, open_in_place, seal};
+pub use cache::{CacheMetrics, CacheSettings, KeyCache};
 pub use error::KeyError;
 pub use local::{KdfCost, LocalKeyStore};
-pub use registry::{DataKeys, KeyStatus, PEPPER_SCOPE, RewrapReport, VersionStatus};
+pub use pkcs11::Pkcs11KeyStore;
+pub use registry::{AUDIT_SIGNING_SCOPE, DataKeys, KeyStatus, PEPPER_SCOPE, RewrapReport, VersionStatus};
+pub use sealer::FileSealer;
 pub use store::{KeyState, KeyStore, KeyVersionInfo, WrappedKey};

@@ -5,6 +5,9 @@
 //! fields, `system/password-pepper`, later `dialog/<id>` and `file/<id>`); each scope has
 //! one key. The wrapping AAD binds the wrapped key to its scope and id, so a wrapped key
 //! copied to another row does not unwrap.
+//!
+//! Unwrapped keys are kept in a [`KeyCache`] bounded in age and uses, so a busy scope does
+//! not call the key store per record.
 
 use std::sync::Arc;
 
@@ -13,16 +16,20 @@ use uuid::Uuid;
 use ward_audit::{AuditLog, Context, Outcome};
 use ward_storage::{DataKeyRecord, Store, StoreError, StoreTx};
 
+use crate::cache::{CacheMetrics, CacheSettings, KeyCache};
 use crate::{DataKey, KeyError, KeyStore, WrappedKey};
 
 /// The scope of the data key whose bytes are the password pepper.
 pub const PEPPER_SCOPE: &str = "system/password-pepper";
+/// The scope of the data key that seals the audit signing key file.
+pub const AUDIT_SIGNING_SCOPE: &str = "system/audit-signing-key";
 
 /// The data-key registry. Cheap to clone.
 #[derive(Clone)]
 pub struct DataKeys {
     store: Arc<dyn Store>,
     keys: Arc<dyn KeyStore>,
+    cache: Arc<KeyCache>,
 }
 
 impl std::fmt::Debug for DataKeys {
@@ -32,8 +39,19 @@ impl std::fmt::Debug for DataKeys {
 }
 
 impl DataKeys {
+    /// A registry with the default cache ([`CacheSettings::DEFAULT`]).
     pub fn new(store: Arc<dyn Store>, keys: Arc<dyn KeyStore>) -> Self {
-        Self { store, keys }
+        Self::with_cache(store, keys, CacheSettings::DEFAULT)
+    }
+
+    /// A registry whose cache has these bounds ([`CacheSettings::OFF`] for none).
+    pub fn with_cache(store: Arc<dyn Store>, keys: Arc<dyn KeyStore>, cache: CacheSettings) -> Self {
+        Self { store, keys, cache: Arc::new(KeyCache::new(cache)) }
+    }
+
+    /// The cache's and the key store's counters, for `/metrics`.
+    pub fn metrics(&self) -> &CacheMetrics {
+        self.cache.metrics()
     }
 
     pub fn key_store(&self) -> &Arc<dyn KeyStore> {
@@ -50,25 +68,40 @@ impl DataKeys {
         }
         let version = u32::try_from(r.key_version).map_err(|_| KeyError::UnknownVersion(u32::MAX))?;
         let wrapped = WrappedKey { version, ciphertext: r.wrapped.clone() };
+        self.cache.metrics().key_store_call("unwrap");
         self.keys.unwrap(&wrapped, &Self::aad(&r.scope, r.id)).await
+    }
+
+    /// Unwraps a stored key and caches it.
+    async fn load(&self, r: &DataKeyRecord) -> Result<DataKey, KeyError> {
+        let key = self.unwrap_record(r).await?;
+        self.cache.put(r.id, &r.scope, &key);
+        Ok(key)
     }
 
     /// The key of `scope`, if it has one.
     pub async fn find(&self, scope: &str) -> Result<Option<(Uuid, DataKey)>, KeyError> {
+        if let Some(found) = self.cache.get_scope(scope) {
+            return Ok(Some(found));
+        }
         match self.store.data_key_by_scope(scope).await? {
-            Some(r) => Ok(Some((r.id, self.unwrap_record(&r).await?))),
+            Some(r) => Ok(Some((r.id, self.load(&r).await?))),
             None => Ok(None),
         }
     }
 
     /// The key with this id (as recorded beside the data it encrypts).
     pub async fn by_id(&self, id: Uuid) -> Result<DataKey, KeyError> {
+        if let Some(key) = self.cache.get(id) {
+            return Ok(key);
+        }
         let r = self.store.data_key_by_id(id).await?.ok_or_else(|| KeyError::Destroyed(id.to_string()))?;
-        self.unwrap_record(&r).await
+        self.load(&r).await
     }
 
     /// The key of `scope`, made and stored inside `tx` if it has none yet (so it commits
-    /// with the data it is made for).
+    /// with the data it is made for). A key made here is not cached: the transaction may
+    /// still roll back; the next lookup after the commit loads it.
     pub async fn get_or_create(
         &self,
         tx: &mut dyn StoreTx,
@@ -79,8 +112,8 @@ impl DataKeys {
             return Ok(found);
         }
         let id = Uuid::now_v7();
-        let key = DataKey::generate();
-        let wrapped = self.keys.wrap(&key, &Self::aad(scope, id)).await?;
+        self.cache.metrics().key_store_call("generate");
+        let (key, wrapped) = self.keys.generate(&Self::aad(scope, id)).await?;
         let record = DataKeyRecord {
             id,
             scope: scope.to_string(),
@@ -115,7 +148,9 @@ impl DataKeys {
     /// key inside `tx`, so everything sealed under it is unrecoverable. It counts as purge
     /// because that data was encrypted before its first write. The caller records the
     /// disposal in the same transaction. False if the key was unknown or already destroyed.
+    /// The key leaves this node's cache at once (other nodes' caches within their ttl).
     pub async fn destroy(&self, tx: &mut dyn StoreTx, id: Uuid, now: OffsetDateTime) -> Result<bool, KeyError> {
+        self.cache.forget(id);
         Ok(tx.destroy_data_key(id, now).await?)
     }
 }
@@ -210,6 +245,7 @@ impl DataKeys {
             let mut done = 0u64;
             for record in &batch {
                 let key = self.unwrap_record(record).await?;
+                self.cache.metrics().key_store_call("wrap");
                 let wrapped = self.keys.wrap(&key, &Self::aad(&record.scope, record.id)).await?;
                 if wrapped.version <= u32::try_from(record.key_version).unwrap_or(u32::MAX) {
                     return Err(KeyError::Keyring("the active master version did not advance".into()));
@@ -309,6 +345,33 @@ mod tests {
         let rows = store.audit_after(0, 100).await.expect("trail");
         assert_eq!(rows.iter().filter(|r| r.action == "keys.rotate").count(), 1);
         assert_eq!(rows.iter().filter(|r| r.action == "keys.rewrap").count(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_cache_spares_the_key_store_and_off_means_every_lookup_calls_it() {
+        let (_dir, keys, store) = registry().await;
+        let now = OffsetDateTime::now_utc();
+        let (id, key) = keys.get_or_create_alone("dialog/busy", now).await.expect("create");
+        let unwraps =
+            |k: &DataKeys| k.metrics().key_store_calls.get_or_create(&crate::cache::KeyStoreOp { op: "unwrap" }).get();
+        for _ in 0..50 {
+            assert_eq!(keys.by_id(id).await.expect("by id").expose(), key.expose());
+            assert_eq!(keys.find("dialog/busy").await.expect("find").expect("some").0, id);
+        }
+        assert_eq!(unwraps(&keys), 1, "one unwrap, then the cache");
+        assert_eq!(keys.metrics().hits.get(), 99);
+
+        let off = DataKeys::with_cache(store.clone(), keys.key_store().clone(), CacheSettings::OFF);
+        for _ in 0..10 {
+            assert_eq!(off.by_id(id).await.expect("by id").expose(), key.expose());
+        }
+        assert_eq!(unwraps(&off), 10, "without the cache every lookup unwraps");
+
+        // A destroyed key leaves the cache at once.
+        let mut tx = store.begin().await.expect("begin");
+        assert!(keys.destroy(&mut *tx, id, now).await.expect("destroy"));
+        tx.commit().await.expect("commit");
+        assert!(matches!(keys.by_id(id).await, Err(KeyError::Destroyed(_))));
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! The master-key store interface: wrapping and unwrapping data keys with versioned master
-//! keys. Backends: [`crate::LocalKeyStore`] ("local") today; PKCS#11 and AWS KMS later.
+//! keys. Backends: [`crate::LocalKeyStore`] ("local") and [`crate::Pkcs11KeyStore`] ("pkcs11").
 
 use crate::aead::DataKey;
 use crate::error::KeyError;
@@ -43,6 +43,14 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Wraps `key` with the active master version. `aad` binds the wrapped key to its place
     /// (e.g. `b"ward:data-key:user/<id>"`); the same `aad` is needed to unwrap it.
     async fn wrap(&self, key: &DataKey, aad: &[u8]) -> Result<WrappedKey, KeyError>;
+
+    /// A new random data key and its wrapped form. The default draws the key locally and
+    /// [`KeyStore::wrap`]s it; a KMS overrides it with its own generation (GenerateDataKey).
+    async fn generate(&self, aad: &[u8]) -> Result<(DataKey, WrappedKey), KeyError> {
+        let key = DataKey::generate();
+        let wrapped = self.wrap(&key, aad).await?;
+        Ok((key, wrapped))
+    }
 
     /// Unwraps with the version recorded in `wrapped`. A wrong `aad` or tampering is
     /// [`KeyError::Integrity`]; an unknown version is [`KeyError::UnknownVersion`].

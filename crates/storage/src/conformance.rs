@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    ApiKeyRecord, AuditFilter, AuditRow, CheckpointRow, DataKeyRecord, MfaChallengeRecord, MfaFactorRecord,
-    SessionRecord, Store, StoreError, UserRecord,
+    ApiKeyRecord, AuditFilter, AuditRow, CheckpointRow, DataKeyRecord, DialogRecord, HistoryQuery, MemberRecord,
+    MessageRecord, MfaChallengeRecord, MfaFactorRecord, SessionRecord, Store, StoreError, UserRecord,
 };
 
 fn now() -> OffsetDateTime {
@@ -80,6 +80,14 @@ pub async fn run_all(store: Arc<dyn Store>) {
     concurrent_writers_commit_and_chain(store.clone()).await;
     credentials_round_trip(&*store).await;
     session_changes_are_fed(&*store).await;
+    private_dialogs_are_unique_per_pair(&*store).await;
+    membership_adds_and_removes(&*store).await;
+    seq_is_gapless(store.clone()).await;
+    client_msg_ids_are_idempotency_keys(&*store).await;
+    history_pages_both_ways(&*store).await;
+    edits_and_deletes(&*store).await;
+    mark_read_only_raises(&*store).await;
+    dialogs_of_user_newest_activity_first(&*store).await;
     let stats = store.pool_stats();
     assert!(stats.max >= 1 && stats.size <= stats.max, "pool stats are coherent: {stats:?}");
 }
@@ -424,4 +432,361 @@ async fn session_changes_are_fed(store: &dyn Store) {
     assert_eq!(changes, vec![Some(s.id), None], "one entry per committed change, in order");
     let later = store.session_changes_since(t + Duration::from_secs(1)).await.expect("feed");
     assert!(later.iter().all(|c| c.user_id != u.id), "the feed is read by time");
+}
+
+/// Inserts users named `names` and a dialog data key; returns the users and the key's id.
+async fn messaging_fixture(store: &dyn Store, names: &[&str]) -> (Vec<UserRecord>, Uuid) {
+    let users: Vec<_> = names.iter().map(|n| user(n)).collect();
+    for u in &users {
+        insert_user(store, u).await.expect("insert user");
+    }
+    let key = DataKeyRecord {
+        id: Uuid::now_v7(),
+        scope: format!("dialog/{}", Uuid::now_v7()),
+        key_version: 1,
+        wrapped: vec![7; 40],
+        created_at: now(),
+        destroyed_at: None,
+    };
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_data_key(&key).await.expect("insert data key");
+    tx.commit().await.expect("commit");
+    (users, key.id)
+}
+
+fn dialog(kind: &str, pair_key: Option<String>, data_key_id: Uuid, created_by: Uuid) -> DialogRecord {
+    DialogRecord {
+        id: Uuid::now_v7(),
+        kind: kind.into(),
+        name_sealed: (kind == "group").then(|| vec![1, 2, 3, 0, 255]),
+        data_key_id,
+        pair_key,
+        created_by,
+        created_at: now(),
+        last_seq: 0,
+    }
+}
+
+fn member(dialog_id: Uuid, user_id: Uuid, role: &str) -> MemberRecord {
+    MemberRecord { dialog_id, user_id, role: role.into(), joined_at: now(), last_read_seq: 0 }
+}
+
+fn message(d: &DialogRecord, seq: i64, sender_id: Uuid, client_msg_id: Option<&str>) -> MessageRecord {
+    MessageRecord {
+        id: Uuid::now_v7(),
+        dialog_id: d.id,
+        seq,
+        sender_id,
+        client_msg_id: client_msg_id.map(Into::into),
+        body_sealed: Some(format!("sealed body {seq}").into_bytes()),
+        data_key_id: d.data_key_id,
+        attachments: vec![Uuid::now_v7(), Uuid::now_v7()],
+        created_at: now(),
+        edited_at: None,
+        deleted_at: None,
+    }
+}
+
+async fn insert_dialog(store: &dyn Store, d: &DialogRecord, members: &[Uuid]) {
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_dialog(d).await.expect("insert dialog");
+    for (i, m) in members.iter().enumerate() {
+        let role = if i == 0 { "owner" } else { "member" };
+        assert!(tx.insert_member(&member(d.id, *m, role)).await.expect("insert member"), "a new member");
+    }
+    tx.commit().await.expect("commit");
+}
+
+/// Takes the next seq and stores a message with it, in one transaction.
+async fn send(store: &dyn Store, d: &DialogRecord, sender_id: Uuid, client_msg_id: Option<&str>) -> MessageRecord {
+    let mut tx = store.begin().await.expect("begin");
+    let seq = tx.next_seq(d.id).await.expect("next seq").expect("the dialog exists");
+    let m = message(d, seq, sender_id, client_msg_id);
+    tx.insert_message(&m).await.expect("insert message");
+    tx.commit().await.expect("commit");
+    m
+}
+
+async fn private_dialogs_are_unique_per_pair(store: &dyn Store) {
+    let (users, key) = messaging_fixture(store, &["pair.a", "pair.b"]).await;
+    let (a, b) = (users[0].id, users[1].id);
+    let pair = format!("{}:{}", a.min(b), a.max(b));
+    let d = dialog("private", Some(pair.clone()), key, a);
+    insert_dialog(store, &d, &[a, b]).await;
+    assert_eq!(store.dialog_by_id(d.id).await.expect("by id"), Some(d.clone()), "dialog reads back equal");
+    assert_eq!(store.private_dialog(&pair).await.expect("by pair"), Some(d.clone()));
+    assert_eq!(store.private_dialog("nobody:nobody").await.expect("missing"), None);
+    assert_eq!(store.dialog_by_id(Uuid::now_v7()).await.expect("missing"), None);
+
+    let mut tx = store.begin().await.expect("begin");
+    let dup = tx.insert_dialog(&dialog("private", Some(pair.clone()), key, b)).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "one private dialog per pair: {dup:?}");
+    // The conflict leaves the transaction usable (on PostgreSQL too), and groups have no
+    // pair key, so any number of them coexist.
+    let (g1, g2) = (dialog("group", None, key, a), dialog("group", None, key, a));
+    tx.insert_dialog(&g1).await.expect("a group after the conflict");
+    tx.insert_dialog(&g2).await.expect("groups never collide");
+    tx.commit().await.expect("commit");
+    assert_eq!(store.dialog_by_id(g2.id).await.expect("by id"), Some(g2), "group reads back equal");
+    assert_eq!(store.private_dialog(&pair).await.expect("by pair").map(|x| x.id), Some(d.id), "the first one stays");
+}
+
+async fn membership_adds_and_removes(store: &dyn Store) {
+    let (users, key) = messaging_fixture(store, &["members.a", "members.b", "members.c"]).await;
+    let ids: Vec<_> = users.iter().map(|u| u.id).collect();
+    let d = dialog("group", None, key, ids[0]);
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_dialog(&d).await.expect("insert dialog");
+    let t = now();
+    let owner = MemberRecord { joined_at: t, ..member(d.id, ids[0], "owner") };
+    let second = MemberRecord { joined_at: t + Duration::from_secs(1), ..member(d.id, ids[1], "member") };
+    let third = MemberRecord { joined_at: t + Duration::from_secs(2), ..member(d.id, ids[2], "admin") };
+    for m in [&third, &owner, &second] {
+        assert!(tx.insert_member(m).await.expect("insert member"), "a new member is added");
+    }
+    let again = MemberRecord { role: "admin".into(), ..second.clone() };
+    assert!(!tx.insert_member(&again).await.expect("duplicate"), "an existing member is not added twice");
+    tx.commit().await.expect("commit");
+    assert_eq!(
+        store.members(d.id).await.expect("members"),
+        vec![owner.clone(), second.clone(), third.clone()],
+        "members by joined_at; the duplicate changed nothing"
+    );
+    assert_eq!(store.member(d.id, ids[1]).await.expect("member"), Some(second.clone()));
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.remove_member(d.id, ids[1]).await.expect("remove"));
+    assert!(!tx.remove_member(d.id, ids[1]).await.expect("remove twice"), "removed once");
+    assert!(!tx.remove_member(Uuid::now_v7(), ids[0]).await.expect("unknown dialog"));
+    tx.commit().await.expect("commit");
+    assert_eq!(store.member(d.id, ids[1]).await.expect("member"), None, "removed member is gone");
+    assert_eq!(store.members(d.id).await.expect("members"), vec![owner, third]);
+}
+
+/// `next_seq` counts 1, 2, … per dialog: a rollback gives its number back, and concurrent
+/// senders get consecutive numbers.
+async fn seq_is_gapless(store: Arc<dyn Store>) {
+    let (users, key) = messaging_fixture(&*store, &["seq.a", "seq.b"]).await;
+    let (a, b) = (users[0].id, users[1].id);
+    let d = dialog("group", None, key, a);
+    let other = dialog("group", None, key, a);
+    insert_dialog(&*store, &d, &[a, b]).await;
+    insert_dialog(&*store, &other, &[a]).await;
+
+    for expected in 1..=3 {
+        let mut tx = store.begin().await.expect("begin");
+        assert_eq!(tx.next_seq(d.id).await.expect("next"), Some(expected), "consecutive numbers");
+        tx.commit().await.expect("commit");
+    }
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.next_seq(other.id).await.expect("next"), Some(1), "each dialog counts on its own");
+    assert_eq!(tx.next_seq(Uuid::now_v7()).await.expect("unknown"), None, "unknown dialog");
+    tx.commit().await.expect("commit");
+
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.next_seq(d.id).await.expect("next"), Some(4));
+    tx.rollback().await.expect("rollback");
+    let mut tx = store.begin().await.expect("begin");
+    assert_eq!(tx.next_seq(d.id).await.expect("next"), Some(4), "a rolled-back number is taken again");
+    tx.commit().await.expect("commit");
+    assert_eq!(store.dialog_by_id(d.id).await.expect("read").expect("exists").last_seq, 4);
+
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let store = store.clone();
+            let d = d.clone();
+            tokio::spawn(async move {
+                let sender = if i % 2 == 0 { a } else { b };
+                send(&*store, &d, sender, Some(&format!("concurrent-{i}"))).await.seq
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.expect("join"));
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (5..=16).collect::<Vec<_>>(), "concurrent senders get consecutive numbers");
+    let all = store.messages(d.id, HistoryQuery { after: None, before: None, limit: 100 }).await.expect("history");
+    assert_eq!(all.iter().map(|m| m.seq).collect::<Vec<_>>(), (5..=16).collect::<Vec<_>>());
+    assert_eq!(store.dialog_by_id(d.id).await.expect("read").expect("exists").last_seq, 16);
+}
+
+async fn client_msg_ids_are_idempotency_keys(store: &dyn Store) {
+    let (users, key) = messaging_fixture(store, &["idem.a", "idem.b"]).await;
+    let (a, b) = (users[0].id, users[1].id);
+    let d = dialog("group", None, key, a);
+    insert_dialog(store, &d, &[a, b]).await;
+    let first = send(store, &d, a, Some("client-1")).await;
+    assert_eq!(store.message_by_id(d.id, first.id).await.expect("by id"), Some(first.clone()), "reads back equal");
+    assert_eq!(store.message_by_client_id(d.id, a, "client-1").await.expect("by client id"), Some(first.clone()));
+    assert_eq!(store.message_by_client_id(d.id, b, "client-1").await.expect("other sender"), None);
+    assert_eq!(store.message_by_id(Uuid::now_v7(), first.id).await.expect("other dialog"), None, "scoped by dialog");
+
+    let mut tx = store.begin().await.expect("begin");
+    let seq = tx.next_seq(d.id).await.expect("next").expect("exists");
+    let dup = tx.insert_message(&message(&d, seq, a, Some("client-1"))).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "same sender, same client id: {dup:?}");
+    tx.rollback().await.expect("rollback");
+
+    let mut tx = store.begin().await.expect("begin");
+    let seq = tx.next_seq(d.id).await.expect("next").expect("exists");
+    assert_eq!(seq, 2, "the rejected duplicate's number was given back");
+    let dup_seq = tx.insert_message(&message(&d, first.seq, b, None)).await;
+    assert!(matches!(dup_seq, Err(StoreError::Conflict(_))), "a seq is used once: {dup_seq:?}");
+    // The conflicts leave the transaction usable (on PostgreSQL too).
+    let other = message(&d, seq, b, Some("client-1"));
+    tx.insert_message(&other).await.expect("another sender may use the same client id");
+    tx.commit().await.expect("commit");
+    assert_eq!(store.message_by_client_id(d.id, b, "client-1").await.expect("read"), Some(other));
+
+    let no_ids = [send(store, &d, a, None).await, send(store, &d, a, None).await];
+    for m in &no_ids {
+        assert_eq!(
+            store.message_by_id(d.id, m.id).await.expect("read").as_ref(),
+            Some(m),
+            "no client id never collides"
+        );
+    }
+}
+
+async fn history_pages_both_ways(store: &dyn Store) {
+    let (users, key) = messaging_fixture(store, &["history.a"]).await;
+    let a = users[0].id;
+    let d = dialog("group", None, key, a);
+    let noise = dialog("group", None, key, a);
+    insert_dialog(store, &d, &[a]).await;
+    insert_dialog(store, &noise, &[a]).await;
+    let mut sent = Vec::new();
+    for i in 0..7 {
+        sent.push(send(store, &d, a, Some(&format!("h{i}"))).await);
+        send(store, &noise, a, None).await;
+    }
+    let id = d.id;
+    let page = |after: Option<i64>, before: Option<i64>, limit: i64| async move {
+        store
+            .messages(id, HistoryQuery { after, before, limit })
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|m| m.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(page(None, None, 3).await, [1, 2, 3], "from the start, oldest first");
+    assert_eq!(page(Some(3), None, 3).await, [4, 5, 6], "forward from a cursor");
+    assert_eq!(page(Some(6), None, 3).await, [7], "the last forward page is short");
+    assert!(page(Some(7), None, 3).await.is_empty(), "nothing after the newest");
+    assert_eq!(page(None, Some(8), 3).await, [5, 6, 7], "backward: the newest below the cursor, ascending");
+    assert_eq!(page(None, Some(5), 3).await, [2, 3, 4], "backward from a cursor");
+    assert_eq!(page(None, Some(2), 3).await, [1], "the last backward page is short");
+    assert!(page(None, Some(1), 3).await.is_empty(), "nothing before the first");
+    assert_eq!(page(Some(2), Some(6), 10).await, [3, 4, 5], "between two cursors");
+    assert_eq!(page(Some(2), Some(6), 2).await, [3, 4], "between two cursors: the oldest first");
+    assert!(page(None, None, 0).await.is_empty(), "limit 0");
+    assert!(page(None, Some(8), -5).await.is_empty(), "a negative limit is 0");
+    let full = store.messages(d.id, HistoryQuery { after: None, before: None, limit: 100 }).await.expect("history");
+    assert_eq!(full, sent, "whole records, only this dialog's");
+}
+
+async fn edits_and_deletes(store: &dyn Store) {
+    let (users, key) = messaging_fixture(store, &["edit.a", "edit.b"]).await;
+    let (a, b) = (users[0].id, users[1].id);
+    let d = dialog("group", None, key, a);
+    insert_dialog(store, &d, &[a, b]).await;
+    let m = send(store, &d, a, Some("to-edit")).await;
+    let keep = send(store, &d, b, None).await;
+    let t = now();
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.edit_message(d.id, m.id, b"second", t).await.expect("edit"));
+    assert!(!tx.edit_message(d.id, Uuid::now_v7(), b"x", t).await.expect("unknown"), "unknown message");
+    assert!(!tx.edit_message(Uuid::now_v7(), m.id, b"x", t).await.expect("other dialog"), "scoped by dialog");
+    tx.commit().await.expect("commit");
+    let edited = store.message_by_id(d.id, m.id).await.expect("read").expect("exists");
+    assert_eq!(edited, MessageRecord { body_sealed: Some(b"second".to_vec()), edited_at: Some(t), ..m.clone() });
+
+    let gone_at = t + Duration::from_secs(1);
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.delete_message(d.id, m.id, gone_at).await.expect("delete"));
+    assert!(!tx.delete_message(d.id, m.id, gone_at).await.expect("delete twice"), "deleted once");
+    assert!(!tx.delete_message(d.id, Uuid::now_v7(), gone_at).await.expect("unknown"), "unknown message");
+    assert!(!tx.edit_message(d.id, m.id, b"third", gone_at).await.expect("edit deleted"), "a tombstone is not edited");
+    tx.commit().await.expect("commit");
+    let tomb = store.message_by_id(d.id, m.id).await.expect("read").expect("the tombstone stays");
+    assert_eq!(tomb, MessageRecord { body_sealed: None, deleted_at: Some(gone_at), ..edited }, "body erased");
+    assert_eq!(store.message_by_id(d.id, keep.id).await.expect("read"), Some(keep), "other messages untouched");
+    let history = store.messages(d.id, HistoryQuery { after: None, before: None, limit: 10 }).await.expect("history");
+    assert_eq!(history.iter().map(|x| x.body_sealed.is_some()).collect::<Vec<_>>(), [false, true]);
+}
+
+async fn mark_read_only_raises(store: &dyn Store) {
+    let (users, key) = messaging_fixture(store, &["read.a", "read.b"]).await;
+    let (a, b) = (users[0].id, users[1].id);
+    let d = dialog("group", None, key, a);
+    insert_dialog(store, &d, &[a]).await;
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.mark_read(d.id, a, 3).await.expect("mark"), "raised");
+    assert!(!tx.mark_read(d.id, a, 3).await.expect("same"), "unchanged");
+    assert!(!tx.mark_read(d.id, a, 2).await.expect("lower"), "never lowered");
+    assert!(tx.mark_read(d.id, a, 5).await.expect("higher"), "raised again");
+    assert!(!tx.mark_read(d.id, b, 9).await.expect("not a member"), "not a member");
+    tx.commit().await.expect("commit");
+    assert_eq!(store.member(d.id, a).await.expect("read").expect("member").last_read_seq, 5);
+    assert_eq!(store.member(d.id, b).await.expect("read"), None, "mark_read adds no member");
+}
+
+async fn dialogs_of_user_newest_activity_first(store: &dyn Store) {
+    let (users, key) = messaging_fixture(store, &["list.a", "list.b"]).await;
+    let (a, b) = (users[0].id, users[1].id);
+    let t = now();
+    let at = |secs: u64| t + Duration::from_secs(secs);
+    let quiet_old = DialogRecord { created_at: at(1), ..dialog("group", None, key, a) };
+    let quiet_new = DialogRecord { created_at: at(2), ..dialog("group", None, key, a) };
+    let busy = DialogRecord { created_at: at(0), ..dialog("group", None, key, b) };
+    let not_mine = dialog("group", None, key, b);
+    insert_dialog(store, &quiet_old, &[a]).await;
+    insert_dialog(store, &quiet_new, &[a, b]).await;
+    insert_dialog(store, &busy, &[b, a]).await;
+    insert_dialog(store, &not_mine, &[b]).await;
+    send(store, &busy, b, None).await;
+    send(store, &busy, a, None).await;
+
+    let mine = store.dialogs_of_user(a).await.expect("dialogs");
+    let ids: Vec<_> = mine.iter().map(|(d, _)| d.id).collect();
+    assert_eq!(ids, [busy.id, quiet_new.id, quiet_old.id], "by last_seq, then newest created");
+    assert_eq!(mine[0].0, DialogRecord { last_seq: 2, ..busy.clone() }, "the dialog as stored");
+    assert!(mine.iter().all(|(d, m)| m.dialog_id == d.id && m.user_id == a), "each with the user's membership");
+    assert_eq!((mine[0].1.role.as_str(), mine[2].1.role.as_str()), ("member", "owner"));
+    assert!(store.dialogs_of_user(Uuid::now_v7()).await.expect("none").is_empty());
+}
+
+/// Edits keep each replaced body; deleting the message erases them. Nothing in the
+/// interface reads the edit history, so each engine's tests pass `edits` (the stored
+/// previous bodies of a message, oldest first, read with plain SQL).
+#[cfg(test)]
+pub(crate) async fn edit_history_is_kept_then_erased<F, Fut>(store: &dyn Store, edits: F)
+where
+    F: Fn(Uuid) -> Fut,
+    Fut: std::future::Future<Output = Vec<Vec<u8>>>,
+{
+    let (users, key) = messaging_fixture(store, &["history.editor"]).await;
+    let a = users[0].id;
+    let d = dialog("group", None, key, a);
+    insert_dialog(store, &d, &[a]).await;
+    let m = send(store, &d, a, None).await;
+    let other = send(store, &d, a, None).await;
+    let t = now();
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.edit_message(d.id, m.id, b"v2", t).await.expect("edit"));
+    assert!(tx.edit_message(d.id, m.id, b"v3", t + Duration::from_secs(1)).await.expect("edit"));
+    assert!(tx.edit_message(d.id, other.id, b"w2", t).await.expect("edit"));
+    tx.commit().await.expect("commit");
+    let original = m.body_sealed.clone().expect("sent with a body");
+    assert_eq!(edits(m.id).await, vec![original, b"v2".to_vec()], "each edit keeps the body it replaced");
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.delete_message(d.id, m.id, t).await.expect("delete"));
+    tx.commit().await.expect("commit");
+    assert!(edits(m.id).await.is_empty(), "delete erases the edit history");
+    assert_eq!(edits(other.id).await.len(), 1, "another message's history stays");
 }

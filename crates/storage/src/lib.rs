@@ -17,6 +17,7 @@ pub mod conformance;
 mod credentials;
 mod error;
 pub mod group_commit;
+mod messaging;
 pub mod model;
 pub mod postgres;
 mod rows;
@@ -33,8 +34,8 @@ use uuid::Uuid;
 
 pub use error::StoreError;
 pub use model::{
-    ApiKeyRecord, AuditFilter, AuditRow, CheckpointRow, DataKeyRecord, MfaChallengeRecord, MfaFactorRecord,
-    SessionChange, SessionRecord, UserRecord,
+    ApiKeyRecord, AuditFilter, AuditRow, CheckpointRow, DataKeyRecord, DialogRecord, HistoryQuery, MemberRecord,
+    MessageRecord, MfaChallengeRecord, MfaFactorRecord, SessionChange, SessionRecord, UserRecord,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -102,7 +103,9 @@ pub async fn open(options: &ConnectOptions) -> Result<Arc<dyn Store>> {
 /// Reads run directly on the store. Every change runs in a [`StoreTx`] obtained from
 /// [`Store::begin`], so that it commits together with its audit record or not at all.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + AuditStore + CredentialStore + Send + Sync + 'static {
+pub trait Store:
+    UserStore + SessionStore + AuditStore + CredentialStore + MessagingStore + Send + Sync + 'static
+{
     fn backend(&self) -> Backend;
     /// A round trip to the database, for `/readyz`.
     async fn ping(&self) -> Result<()>;
@@ -119,7 +122,7 @@ pub type Sealer<'a> = &'a (dyn Fn(i64, &str) -> AuditRow + Send + Sync);
 
 /// A write transaction. Dropping it without [`StoreTx::commit`] rolls everything back.
 #[async_trait]
-pub trait StoreTx: CredentialTx + Send {
+pub trait StoreTx: CredentialTx + MessagingTx + Send {
     /// Inserts a new user; [`StoreError::Conflict`] if the username (any case) is taken.
     async fn insert_user(&mut self, user: &UserRecord) -> Result<()>;
     /// Disables or re-enables a user; disabling revokes every live session too.
@@ -257,4 +260,61 @@ pub trait CredentialTx {
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<()>;
     /// Revokes one of a user's API keys; false if unknown, another user's, or revoked already.
     async fn revoke_api_key(&mut self, id: Uuid, user_id: Uuid, now: OffsetDateTime) -> Result<bool>;
+}
+
+/// Dialogs, members and messages: reads.
+#[async_trait]
+pub trait MessagingStore {
+    async fn dialog_by_id(&self, id: Uuid) -> Result<Option<DialogRecord>>;
+    /// The private dialog of a pair (`DialogRecord::pair_key`), if there is one.
+    async fn private_dialog(&self, pair_key: &str) -> Result<Option<DialogRecord>>;
+    /// Every dialog `user_id` is a member of, with that membership, newest activity first
+    /// (by `last_seq` then `created_at`).
+    async fn dialogs_of_user(&self, user_id: Uuid) -> Result<Vec<(DialogRecord, MemberRecord)>>;
+    /// The members of a dialog, by `joined_at`.
+    async fn members(&self, dialog_id: Uuid) -> Result<Vec<MemberRecord>>;
+    async fn member(&self, dialog_id: Uuid, user_id: Uuid) -> Result<Option<MemberRecord>>;
+    async fn message_by_id(&self, dialog_id: Uuid, id: Uuid) -> Result<Option<MessageRecord>>;
+    async fn message_by_client_id(
+        &self,
+        dialog_id: Uuid,
+        sender_id: Uuid,
+        client_msg_id: &str,
+    ) -> Result<Option<MessageRecord>>;
+    /// A page of history; see [`HistoryQuery`].
+    async fn messages(&self, dialog_id: Uuid, query: HistoryQuery) -> Result<Vec<MessageRecord>>;
+}
+
+/// Dialogs, members and messages: writes, inside a [`StoreTx`].
+#[async_trait]
+pub trait MessagingTx {
+    /// [`StoreError::Conflict`] if a private dialog of that pair exists (the transaction
+    /// stays usable).
+    async fn insert_dialog(&mut self, dialog: &DialogRecord) -> Result<()>;
+    /// False if the user already is a member.
+    async fn insert_member(&mut self, member: &MemberRecord) -> Result<bool>;
+    /// False if the user was not a member.
+    async fn remove_member(&mut self, dialog_id: Uuid, user_id: Uuid) -> Result<bool>;
+    /// Takes the dialog's next `seq` (1, 2, …); the dialog row stays locked until the
+    /// transaction ends, so concurrent senders get consecutive numbers and a rollback
+    /// leaves no gap. `None` if the dialog is unknown.
+    async fn next_seq(&mut self, dialog_id: Uuid) -> Result<Option<i64>>;
+    /// [`StoreError::Conflict`] on a duplicate (dialog, sender, client_msg_id) or seq (the
+    /// transaction stays usable).
+    async fn insert_message(&mut self, message: &MessageRecord) -> Result<()>;
+    /// Replaces the sealed body (an edit) and keeps the previous sealed body in the edit
+    /// history. False if the message is unknown or deleted.
+    async fn edit_message(
+        &mut self,
+        dialog_id: Uuid,
+        id: Uuid,
+        body_sealed: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<bool>;
+    /// Erases the body and the edit history (a tombstone with `deleted_at` stays). False if
+    /// unknown or already deleted.
+    async fn delete_message(&mut self, dialog_id: Uuid, id: Uuid, now: OffsetDateTime) -> Result<bool>;
+    /// Raises the member's `last_read_seq` to `up_to_seq` (never lowers it). False if not a
+    /// member or nothing changed.
+    async fn mark_read(&mut self, dialog_id: Uuid, user_id: Uuid, up_to_seq: i64) -> Result<bool>;
 }

@@ -242,3 +242,69 @@ mod tests {
         assert!(!format!("{s:?}").contains("TOKENHASH"));
     }
 }
+
+/// A dialog (conversation). Its name is PHI-bearing free text, so it is stored only sealed
+/// under the dialog's data key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogRecord {
+    pub id: Uuid,
+    /// `private` (exactly two members) or `group`.
+    pub kind: String,
+    /// The sealed name (AES-256-GCM under `data_key_id`); `None` when it has no name.
+    pub name_sealed: Option<Vec<u8>>,
+    /// The dialog's data key (scope `dialog/<id>`), which seals its name and messages.
+    pub data_key_id: Uuid,
+    /// For a private dialog, `<smaller user id>:<larger user id>`; unique, so a pair has one
+    /// private dialog. `None` for groups.
+    pub pair_key: Option<String>,
+    pub created_by: Uuid,
+    pub created_at: OffsetDateTime,
+    /// The newest message's `seq` (0 before the first message).
+    pub last_seq: i64,
+}
+
+/// A user's membership of a dialog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub dialog_id: Uuid,
+    pub user_id: Uuid,
+    /// `owner`, `admin` or `member`.
+    pub role: String,
+    pub joined_at: OffsetDateTime,
+    /// The newest `seq` this member has read (0: none).
+    pub last_read_seq: i64,
+}
+
+/// A message. The body is stored only sealed under the dialog's data key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: Uuid,
+    pub dialog_id: Uuid,
+    /// Per-dialog counter without gaps, from 1.
+    pub seq: i64,
+    pub sender_id: Uuid,
+    /// The sender's idempotency key; unique per (dialog, sender).
+    pub client_msg_id: Option<String>,
+    /// The sealed body; `None` once deleted (a tombstone stays).
+    pub body_sealed: Option<Vec<u8>>,
+    /// The data key that sealed `body_sealed`.
+    pub data_key_id: Uuid,
+    /// Attached file ids (JSON array of UUID strings in the database).
+    pub attachments: Vec<Uuid>,
+    pub created_at: OffsetDateTime,
+    pub edited_at: Option<OffsetDateTime>,
+    pub deleted_at: Option<OffsetDateTime>,
+}
+
+/// A page of a dialog's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Only messages with `seq > after`.
+    pub after: Option<i64>,
+    /// Only messages with `seq < before`.
+    pub before: Option<i64>,
+    /// At most this many. With `before` and no `after`, the newest `limit` messages below
+    /// `before` are returned; otherwise the oldest `limit` above `after` (or from the
+    /// start). Always returned in ascending `seq` order.
+    pub limit: i64,
+}

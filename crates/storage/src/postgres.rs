@@ -43,6 +43,7 @@ impl PgStore {
 
 impl_common_stores!(PgStore, PgTx, "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
 crate::credentials::impl_credential_stores!(PgStore, PgTx);
+crate::messaging::impl_messaging_stores!(PgStore, PgTx);
 
 #[async_trait]
 impl Store for PgStore {
@@ -70,4 +71,32 @@ impl Store for PgStore {
     async fn begin(&self) -> Result<Box<dyn crate::StoreTx>> {
         Ok(Box::new(self.writer.begin().await?))
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TempPostgres;
+
+    #[tokio::test]
+    async fn edit_history_is_kept_then_erased() {
+        let db = TempPostgres::create().await.expect("create test database");
+        let options = ConnectOptions {
+            target: crate::Target::Postgres(db.url.clone()),
+            max_connections: 3,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        };
+        let store = PgStore::open(&db.url, &options).await.expect("open");
+        let pool = store.pool.clone();
+        crate::conformance::edit_history_is_kept_then_erased(&store, |id| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar(EDITS).bind(id.to_string()).fetch_all(&pool).await.expect("read edit history")
+            }
+        })
+        .await;
+        store.close().await;
+    }
+
+    const EDITS: &str = "SELECT body_sealed FROM message_edits WHERE message_id = $1 ORDER BY edited_at";
 }

@@ -71,6 +71,7 @@ async fn lock_file(db: &Path) -> Result<File> {
 
 impl_common_stores!(SqliteStore, SqliteTx, crate::rows::sql::AUDIT_HEAD);
 crate::credentials::impl_credential_stores!(SqliteStore, SqliteTx);
+crate::messaging::impl_messaging_stores!(SqliteStore, SqliteTx);
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -118,4 +119,26 @@ mod tests {
             assert_eq!(on, 1, "secure_delete is on");
         }
     }
+
+    #[tokio::test]
+    async fn edit_history_is_kept_then_erased() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ward.db");
+        let options = ConnectOptions {
+            target: crate::Target::Sqlite(path.clone()),
+            max_connections: 3,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        };
+        let store = SqliteStore::open(&path, &options).await.expect("open");
+        let pool = store.pool.clone();
+        crate::conformance::edit_history_is_kept_then_erased(&store, |id| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar(EDITS).bind(id.to_string()).fetch_all(&pool).await.expect("read edit history")
+            }
+        })
+        .await;
+    }
+
+    const EDITS: &str = "SELECT body_sealed FROM message_edits WHERE message_id = $1 ORDER BY edited_at";
 }

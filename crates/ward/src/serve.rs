@@ -63,8 +63,9 @@ pub async fn run(
         store: store.clone(),
         accounts: accounts.clone(),
         keys: keys.clone(),
+        messaging: startup::messaging(&config, store.clone(), audit.clone(), keys.clone()),
         audit: audit.clone(),
-        metrics: Arc::new(Metrics::new()),
+        metrics: Arc::new(Metrics::with_key_metrics(Some(keys.metrics()))),
         shutdown: CancellationToken::new(),
         tls: tls.is_some(),
     };

@@ -9,7 +9,7 @@ use ward_audit::{AuditLog, AuditSettings};
 use ward_auth::{Accounts, AuthSettings, CredentialSettings, PasswordPolicy, Role, SessionLimits};
 use ward_config::{Config, ConfigError, DatabaseLocation, Layers, LogFormat};
 use ward_crypto::PasswordHasher;
-use ward_keys::{DataKeys, KeyStore, LocalKeyStore};
+use ward_keys::{AUDIT_SIGNING_SCOPE, CacheSettings, DataKeys, FileSealer, KeyStore, LocalKeyStore, Pkcs11KeyStore};
 use ward_storage::{ConnectOptions, Store, Target};
 use zeroize::Zeroizing;
 
@@ -101,26 +101,59 @@ pub struct Services {
 /// Opens the database, the audit trail, the key store and the identity service, in order.
 pub async fn services(config: &Config) -> Result<Services, StartError> {
     let store = open_store(config).await?;
-    let audit = audit_log(config, store.clone()).await?;
-    let keys = DataKeys::new(store.clone(), key_store(config)?);
+    let keys = data_keys(config, store.clone())?;
+    let audit = audit_log(config, store.clone(), &keys).await?;
     let accounts = accounts(config, store.clone(), audit.clone(), keys.clone()).await?;
     Ok(Services { store, audit, keys, accounts })
 }
 
-/// Opens the configured master-key store (`[keys] backend`; only `local` today): the
-/// keyring in `[keys] local_dir` (default `<data_dir>/keys`), sealed with `WARD_MASTER_PASSPHRASE` when it is set.
-pub fn key_store(config: &Config) -> Result<Arc<dyn KeyStore>, StartError> {
-    let passphrase = std::env::var("WARD_MASTER_PASSPHRASE").ok().filter(|p| !p.is_empty()).map(Zeroizing::new);
-    let local = LocalKeyStore::open(&config.keys.local_dir(&config.server.data_dir), passphrase)?;
-    for warning in local.warnings() {
-        tracing::warn!("{warning}");
-    }
-    Ok(Arc::new(local))
+/// The data-key registry over the configured key store, with the `[keys] cache_*` bounds.
+pub fn data_keys(config: &Config, store: Arc<dyn Store>) -> Result<DataKeys, StartError> {
+    let cache = CacheSettings {
+        ttl: Duration::from_secs(config.keys.cache_ttl_s),
+        max_uses: config.keys.cache_max_uses,
+        capacity: usize::try_from(config.keys.cache_capacity).unwrap_or(usize::MAX),
+    };
+    Ok(DataKeys::with_cache(store, key_store(config)?, cache))
 }
 
-/// The audit log over `store`, configured from `[audit]`.
-pub async fn audit_log(config: &Config, store: Arc<dyn Store>) -> Result<AuditLog, StartError> {
-    Ok(AuditLog::open(store, audit_settings(config)).await?)
+/// Opens the configured master-key store (`[keys] backend`): `local`, the keyring in
+/// `[keys] local_dir` (default `<data_dir>/keys`), sealed with `WARD_MASTER_PASSPHRASE` when
+/// it is set; or `pkcs11`, the token `[keys.pkcs11] token_label` of the module
+/// `[keys.pkcs11] module`, logged in with `WARD_KEYS_PKCS11_PIN`.
+pub fn key_store(config: &Config) -> Result<Arc<dyn KeyStore>, StartError> {
+    let store: Arc<dyn KeyStore> = match config.keys.backend.as_str() {
+        "pkcs11" => {
+            let pkcs11 = &config.keys.pkcs11;
+            let module = pkcs11.module.as_deref().ok_or_else(|| {
+                StartError::Config(ConfigError::invalid("keys.pkcs11.module", "required with backend `pkcs11`"))
+            })?;
+            let pin = std::env::var("WARD_KEYS_PKCS11_PIN").ok().filter(|p| !p.is_empty()).ok_or_else(|| {
+                StartError::Other(
+                    "cannot open the key store: keys.backend = \"pkcs11\" needs the token's user PIN in \
+                     WARD_KEYS_PKCS11_PIN"
+                        .into(),
+                )
+            })?;
+            Arc::new(Pkcs11KeyStore::open(module, &pkcs11.token_label, Zeroizing::new(pin))?)
+        }
+        _ => {
+            let passphrase = std::env::var("WARD_MASTER_PASSPHRASE").ok().filter(|p| !p.is_empty()).map(Zeroizing::new);
+            Arc::new(LocalKeyStore::open(&config.keys.local_dir(&config.server.data_dir), passphrase)?)
+        }
+    };
+    for warning in store.warnings() {
+        tracing::warn!("{warning}");
+    }
+    Ok(store)
+}
+
+/// The audit log over `store`, configured from `[audit]`, its signing key file sealed by a
+/// data key (scope [`AUDIT_SIGNING_SCOPE`]).
+pub async fn audit_log(config: &Config, store: Arc<dyn Store>, keys: &DataKeys) -> Result<AuditLog, StartError> {
+    let (id, key) = keys.get_or_create_alone(AUDIT_SIGNING_SCOPE, time::OffsetDateTime::now_utc()).await?;
+    let sealer = FileSealer::new(key, "audit-signing-key", id);
+    Ok(AuditLog::open_sealed(store, audit_settings(config), &sealer).await?)
 }
 
 pub fn audit_settings(config: &Config) -> AuditSettings {
@@ -172,4 +205,13 @@ pub async fn accounts(
     Ok(Accounts::new(store, audit, hasher, settings, keys)
         .with_credential_settings(credentials)
         .with_session_cache_ttl(Duration::from_millis(config.session.cache_ttl_ms)))
+}
+
+/// The messaging service, configured from `[messaging]`.
+pub fn messaging(config: &Config, store: Arc<dyn Store>, audit: AuditLog, keys: DataKeys) -> ward_messaging::Messaging {
+    let settings = ward_messaging::MessagingSettings {
+        max_body_bytes: usize::try_from(config.messaging.max_body_bytes).unwrap_or(usize::MAX),
+        max_group_members: usize::try_from(config.messaging.max_group_members).unwrap_or(usize::MAX),
+    };
+    ward_messaging::Messaging::new(store, audit, keys, settings)
 }

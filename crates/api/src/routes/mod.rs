@@ -4,6 +4,7 @@ pub mod admin_keys;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod dialogs;
 pub mod health;
 pub mod sts;
 pub mod users;
@@ -51,6 +52,9 @@ pub fn build(state: AppState) -> Router {
         .routes(routes!(sts::assume_role))
         .routes(routes!(audit::events))
         .routes(routes!(audit::export))
+        .routes(routes!(dialogs::create, dialogs::list))
+        .routes(routes!(dialogs::get))
+        .routes(routes!(dialogs::send, dialogs::history))
         .routes(routes!(ws::upgrade))
         .split_for_parts();
     let api = std::sync::Arc::new(api);

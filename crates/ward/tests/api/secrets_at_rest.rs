@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("read dir").map(|e| e.expect("entry")) {
         let path = entry.path();

@@ -1,0 +1,119 @@
+//! Dialogs and messages (`/v1/dialogs…`): thin handlers over `ward_messaging`. A caller who
+//! is not a member gets 404 on everything about a dialog.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use ward_messaging::{Dialog, DialogKind, History, Message, NewDialog, NewMessage};
+use ward_storage::HistoryQuery;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Caller};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDialogRequest {
+    /// `private` (exactly one other member; one dialog per pair) or `group`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    kind: DialogKind,
+    name: Option<String>,
+    /// The other members' user ids (the caller is added as owner).
+    members: Vec<Uuid>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DialogList {
+    #[schema(value_type = Vec<Object>)]
+    dialogs: Vec<Dialog>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessageRequest {
+    /// UTF-8 text, at most `[messaging] max_body_bytes`.
+    #[serde(default)]
+    body: String,
+    /// The client's idempotency key: sending it again gives back the first message.
+    client_msg_id: Option<String>,
+    /// File ids of the same dialog.
+    #[serde(default)]
+    attachments: Vec<Uuid>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// Messages with `seq` greater than this.
+    after: Option<i64>,
+    /// Messages with `seq` less than this (the newest ones first, returned in `seq` order).
+    before: Option<i64>,
+    /// Page size, 1 to 200 (default 50).
+    limit: Option<i64>,
+}
+
+/// Creates a dialog (a private dialog that exists already is returned with 200).
+#[utoipa::path(post, path = "/v1/dialogs", tag = "dialogs", security(("bearer" = [])),
+    request_body = NewDialogRequest,
+    responses((status = 201, body = Object), (status = 200, body = Object), (status = 400)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewDialogRequest>,
+) -> Result<(StatusCode, Json<Dialog>), ApiError> {
+    let new = NewDialog { kind: body.kind, name: body.name, members: body.members };
+    let (dialog, created) = state.messaging.create_dialog(&caller.ctx, new).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(dialog)))
+}
+
+/// The caller's dialogs, newest activity first, with unread counts and last messages.
+#[utoipa::path(get, path = "/v1/dialogs", tag = "dialogs", security(("bearer" = [])),
+    responses((status = 200, body = DialogList)))]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<DialogList>, ApiError> {
+    Ok(Json(DialogList { dialogs: state.messaging.dialogs(&caller.ctx).await? }))
+}
+
+/// One dialog.
+#[utoipa::path(get, path = "/v1/dialogs/{id}", tag = "dialogs", security(("bearer" = [])),
+    responses((status = 200, body = Object), (status = 404)))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Dialog>, ApiError> {
+    Ok(Json(state.messaging.dialog(&caller.ctx, id).await?))
+}
+
+/// Sends a message (201; 200 with the first message when `client_msg_id` repeats).
+#[utoipa::path(post, path = "/v1/dialogs/{id}/messages", tag = "dialogs", security(("bearer" = [])),
+    request_body = NewMessageRequest,
+    responses((status = 201, body = Object), (status = 200, body = Object), (status = 400), (status = 404),
+        (status = 413)))]
+pub async fn send(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<NewMessageRequest>,
+) -> Result<(StatusCode, Json<Message>), ApiError> {
+    let new = NewMessage { body: body.body, client_msg_id: body.client_msg_id, attachments: body.attachments };
+    let (message, created) = state.messaging.send(&caller.ctx, id, new).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(message)))
+}
+
+/// A page of history in `seq` order, with the cursor to go on.
+#[utoipa::path(get, path = "/v1/dialogs/{id}/messages", tag = "dialogs", security(("bearer" = [])),
+    params(HistoryParams),
+    responses((status = 200, body = Object), (status = 400), (status = 404)))]
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(params): Query<HistoryParams>,
+) -> Result<Json<History>, ApiError> {
+    let query = HistoryQuery { after: params.after, before: params.before, limit: params.limit.unwrap_or(50) };
+    Ok(Json(state.messaging.history(&caller.ctx, id, query).await?))
+}

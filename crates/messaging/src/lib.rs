@@ -1,0 +1,22 @@
+//! Ward's messaging domain: dialogs (private and group), their members, and messages.
+//!
+//! * [`service`]: [`Messaging`], its settings and the views handed to the API.
+//! * [`dialogs`]: creating, listing and reading dialogs; membership is the access rule
+//!   (a non-member gets [`MessagingError::NotFound`], recorded as `denied`).
+//! * [`messages`]: sending (gapless per-dialog `seq`, idempotent by `client_msg_id`) and
+//!   reading history.
+//! * [`sealing`]: the AADs that bind every sealed body and name to its place.
+//!
+//! **Invariants:** a message body and a dialog name are sealed with AES-256-GCM under the
+//! dialog's data key (scope `dialog/<id>`) before they reach the store, and opened only for
+//! a member. Every write commits with its audit record; every read is recorded before its
+//! data is returned. Audit records carry ids and counts, never bodies or names.
+
+pub mod dialogs;
+pub mod error;
+pub mod messages;
+pub mod sealing;
+pub mod service;
+
+pub use error::MessagingError;
+pub use service::{Dialog, DialogKind, History, Message, Messaging, MessagingSettings, NewDialog, NewMessage};

@@ -1,0 +1,214 @@
+//! The messaging service, its settings, and the views it hands to the API.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+use ward_audit::{AuditLog, Context, Outcome};
+use ward_keys::{DataKey, DataKeys};
+use ward_storage::{DialogRecord, MemberRecord, MessageRecord, Store};
+
+use crate::MessagingError;
+use crate::sealing::{dialog_name_aad, message_aad};
+
+/// Limits from `[messaging]`.
+#[derive(Debug, Clone, Copy)]
+pub struct MessagingSettings {
+    pub max_body_bytes: usize,
+    pub max_group_members: usize,
+}
+
+impl Default for MessagingSettings {
+    fn default() -> Self {
+        Self { max_body_bytes: 64 * 1024, max_group_members: 1_000 }
+    }
+}
+
+/// `private` (two members, one dialog per pair) or `group`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialogKind {
+    Private,
+    Group,
+}
+
+impl DialogKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialogKind::Private => "private",
+            DialogKind::Group => "group",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<Self, MessagingError> {
+        match s {
+            "private" => Ok(DialogKind::Private),
+            "group" => Ok(DialogKind::Group),
+            other => Err(MessagingError::Invalid(format!("stored dialog kind `{other}` is unknown"))),
+        }
+    }
+}
+
+/// What a caller asks for when creating a dialog.
+#[derive(Debug, Clone)]
+pub struct NewDialog {
+    pub kind: DialogKind,
+    pub name: Option<String>,
+    /// The other members (the caller is added as owner).
+    pub members: Vec<Uuid>,
+}
+
+/// What a caller sends.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub body: String,
+    pub client_msg_id: Option<String>,
+    pub attachments: Vec<Uuid>,
+}
+
+/// A dialog as its members see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Dialog {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: DialogKind,
+    pub name: Option<String>,
+    pub members: Vec<Uuid>,
+    /// Owner and admins (who may add and remove members and delete others' messages).
+    pub admins: Vec<Uuid>,
+    pub created_by: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The newest message's `seq`.
+    pub last_seq: i64,
+    /// Messages after the caller's read marker.
+    pub unread_count: i64,
+    pub last_message: Option<Message>,
+}
+
+/// A message as members see it. A deleted message keeps its place (`seq`) with no body.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub id: Uuid,
+    pub seq: i64,
+    pub dialog_id: Uuid,
+    pub sender_id: Uuid,
+    pub body: Option<String>,
+    pub client_msg_id: Option<String>,
+    pub attachments: Vec<Uuid>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub edited_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub deleted_at: Option<OffsetDateTime>,
+}
+
+/// A page of history and the cursors to go on.
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    pub messages: Vec<Message>,
+    /// `seq` to pass as `after` for newer messages, or as `before` for older ones
+    /// (whichever direction was asked); `None` when the page was not full.
+    pub next_cursor: Option<i64>,
+}
+
+/// The messaging service. Cheap to clone.
+#[derive(Clone)]
+pub struct Messaging {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) audit: AuditLog,
+    pub(crate) keys: DataKeys,
+    pub(crate) settings: MessagingSettings,
+}
+
+impl std::fmt::Debug for Messaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messaging").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl Messaging {
+    pub fn new(store: Arc<dyn Store>, audit: AuditLog, keys: DataKeys, settings: MessagingSettings) -> Self {
+        Self { store, audit, keys, settings }
+    }
+
+    pub fn settings(&self) -> MessagingSettings {
+        self.settings
+    }
+
+    /// The caller's user id; operations need a signed-in user.
+    pub(crate) fn caller(ctx: &Context) -> Result<Uuid, MessagingError> {
+        ctx.user_id
+            .as_deref()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| MessagingError::Forbidden("messaging needs a signed-in user".into()))
+    }
+
+    /// The dialog and the caller's membership, or `NotFound` (recorded as `denied` when the
+    /// dialog exists but the caller is not a member).
+    pub(crate) async fn membership(
+        &self,
+        ctx: &Context,
+        dialog_id: Uuid,
+        action: &str,
+    ) -> Result<(DialogRecord, MemberRecord), MessagingError> {
+        let user = Self::caller(ctx)?;
+        let dialog = self.store.dialog_by_id(dialog_id).await?.ok_or(MessagingError::NotFound)?;
+        match self.store.member(dialog_id, user).await? {
+            Some(member) => Ok((dialog, member)),
+            None => {
+                let event =
+                    ctx.event(action, Outcome::Denied).resource(format!("dialog/{dialog_id}")).reason("not a member");
+                self.audit.record_alone(&event).await?;
+                Err(MessagingError::NotFound)
+            }
+        }
+    }
+
+    /// The dialog's data key.
+    pub(crate) async fn dialog_key(&self, dialog: &DialogRecord) -> Result<DataKey, MessagingError> {
+        Ok(self.keys.by_id(dialog.data_key_id).await?)
+    }
+
+    /// Opens a stored message for a member.
+    pub(crate) fn open_message(key: &DataKey, r: &MessageRecord) -> Result<Message, MessagingError> {
+        let body = match &r.body_sealed {
+            Some(sealed) => {
+                let plain = ward_keys::open(key, &message_aad(r.dialog_id, r.id, r.data_key_id), sealed)?;
+                Some(
+                    String::from_utf8(plain.to_vec())
+                        .map_err(|_| MessagingError::Keys(ward_keys::KeyError::Integrity))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Message {
+            id: r.id,
+            seq: r.seq,
+            dialog_id: r.dialog_id,
+            sender_id: r.sender_id,
+            body,
+            client_msg_id: r.client_msg_id.clone(),
+            attachments: r.attachments.clone(),
+            created_at: r.created_at,
+            edited_at: r.edited_at,
+            deleted_at: r.deleted_at,
+        })
+    }
+
+    /// Opens a dialog's name.
+    pub(crate) fn open_name(key: &DataKey, d: &DialogRecord) -> Result<Option<String>, MessagingError> {
+        match &d.name_sealed {
+            Some(sealed) => {
+                let plain = ward_keys::open(key, &dialog_name_aad(d.id, d.data_key_id), sealed)?;
+                Ok(Some(
+                    String::from_utf8(plain.to_vec())
+                        .map_err(|_| MessagingError::Keys(ward_keys::KeyError::Integrity))?,
+                ))
+            }
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Messages over HTTP: sealed at rest (a byte scan of the data dir and the log finds no
+//! marker, while the messages read back), readable across master-key rotation and
+//! restarts, and refused to non-members.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::secrets_at_rest::files_under;
+
+async fn user_id(server: &Server, token: &str) -> String {
+    let res = server.client().get(server.at("/v1/auth/session")).bearer_auth(token).send().await.expect("session");
+    res.json::<Value>().await.expect("json")["user"]["id"].as_str().expect("id").to_string()
+}
+
+async fn send(server: &Server, token: &str, dialog: &str, body: &str) -> Value {
+    let res = server
+        .client()
+        .post(server.at(&format!("/v1/dialogs/{dialog}/messages")))
+        .bearer_auth(token)
+        .json(&json!({ "body": body }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 201);
+    res.json().await.expect("json")
+}
+
+async fn bodies(server: &Server, token: &str, dialog: &str) -> Vec<String> {
+    let res = server
+        .client()
+        .get(server.at(&format!("/v1/dialogs/{dialog}/messages?limit=200")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("history");
+    assert_eq!(res.status(), 200);
+    let page: Value = res.json().await.expect("json");
+    page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["body"].as_str().expect("body").to_string())
+        .collect()
+}
+
+fn scan_for(dir: &std::path::Path, log: &str, marker: &str, when: &str) {
+    let files = files_under(dir);
+    assert!(files.iter().any(|f| f.ends_with("ward.db")), "the scan sees the database");
+    for file in &files {
+        let bytes = std::fs::read(file).expect("read");
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{when}: {} holds message text in plaintext",
+            file.display()
+        );
+    }
+    assert!(!log.contains(marker), "{when}: the log holds message text");
+}
+
+#[tokio::test]
+async fn message_text_is_never_on_disk_or_in_the_log_and_reads_back_across_rotation_and_restarts() {
+    let dir = data_dir();
+    let env = [("WARD_MASTER_PASSPHRASE", "messages test passphrase"), ("WARD_LOG_LEVEL", "trace")];
+    add_user(&dir.path, &[], "pat.one", "patient", "patient passphrase 81");
+    add_user(&dir.path, &[], "pat.two", "patient", "patient passphrase 82");
+    add_user(&dir.path, &[], "pat.out", "patient", "patient passphrase 83");
+    let server = Server::start(&dir.path, &["--no-tls"], &env);
+    let c = server.client();
+    let one = login(&server, "pat.one", "patient passphrase 81").await;
+    let two = login(&server, "pat.two", "patient passphrase 82").await;
+    let outsider = login(&server, "pat.out", "patient passphrase 83").await;
+    let two_id = user_id(&server, &two).await;
+
+    let marker = format!("PHI-MARKER-{}", uuid::Uuid::new_v4().simple());
+    let res = c
+        .post(server.at("/v1/dialogs"))
+        .bearer_auth(&one)
+        .json(&json!({"type": "group", "name": format!("{marker} name"), "members": [two_id]}))
+        .send()
+        .await
+        .expect("dialog");
+    assert_eq!(res.status(), 201);
+    let dialog = res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let (token, body) =
+            if i % 2 == 0 { (&one, format!("{marker} #{i}")) } else { (&two, format!("{marker} #{i}")) };
+        let sent = send(&server, token, &dialog, &body).await;
+        assert_eq!(sent["seq"], i + 1);
+        expected.push(body);
+    }
+    assert_eq!(bodies(&server, &two, &dialog).await, expected, "members read every message back");
+
+    // A non-member gets 404 on the dialog and its messages, like an unknown id.
+    for path in [format!("/v1/dialogs/{dialog}"), format!("/v1/dialogs/{dialog}/messages")] {
+        let res = c.get(server.at(&path)).bearer_auth(&outsider).send().await.expect("outsider");
+        assert_eq!(res.status(), 404);
+        assert_eq!(error_code(res).await, "not_found");
+    }
+    let listed: Value =
+        c.get(server.at("/v1/dialogs")).bearer_auth(&outsider).send().await.expect("list").json().await.expect("json");
+    assert_eq!(listed["dialogs"].as_array().map(Vec::len), Some(0));
+
+    scan_for(&dir.path, &server.stderr(), &marker, "running");
+    let log = server.stderr();
+    signal(&server.child, "TERM");
+    assert_eq!(server.wait_exit().code(), Some(0));
+    scan_for(&dir.path, &log, &marker, "stopped");
+
+    // Rotate the master key from the command line, restart, and read old and new messages.
+    let mut cmd = ward();
+    cmd.args(["keys", "rotate", "--data-dir"]).arg(&dir.path).env(env[0].0, env[0].1);
+    let out = run(cmd, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let server = Server::start(&dir.path, &["--no-tls"], &env);
+    let one = login(&server, "pat.one", "patient passphrase 81").await;
+    let after = format!("{marker} after rotation");
+    send(&server, &one, &dialog, &after).await;
+    expected.push(after);
+    assert_eq!(bodies(&server, &one, &dialog).await, expected, "old and new messages after rotation");
+    signal(&server.child, "TERM");
+    assert_eq!(server.wait_exit().code(), Some(0));
+
+    let server = Server::start(&dir.path, &["--no-tls"], &env);
+    let two = login(&server, "pat.two", "patient passphrase 82").await;
+    assert_eq!(bodies(&server, &two, &dialog).await, expected, "and after another restart");
+    let shown: Value = server
+        .client()
+        .get(server.at(&format!("/v1/dialogs/{dialog}")))
+        .bearer_auth(&two)
+        .send()
+        .await
+        .expect("dialog")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(shown["name"], format!("{marker} name"));
+    assert_eq!(shown["last_seq"], 41);
+    scan_for(&dir.path, &server.stderr(), &marker, "after rotation");
+
+    // The trail names messages by id and never holds their text.
+    let mut cmd = ward();
+    cmd.args(["audit", "export", "--format", "jsonl", "--data-dir"]).arg(&dir.path).env(env[0].0, env[0].1);
+    let trail = String::from_utf8_lossy(&run(cmd, None).stdout).to_string();
+    assert_eq!(trail.matches("\"message.create\"").count(), 41);
+    assert!(trail.contains("\"message.read\"") && !trail.contains(&marker));
+}
+
+#[tokio::test]
+async fn bad_message_input_answers_in_the_contract_shape_and_stores_nothing() {
+    let dir = data_dir();
+    add_user(&dir.path, &[], "pat.a", "patient", "patient passphrase 91");
+    add_user(&dir.path, &[], "pat.b", "patient", "patient passphrase 92");
+    let server = Server::start(&dir.path, &["--no-tls"], &[]);
+    let c = server.client();
+    let a = login(&server, "pat.a", "patient passphrase 91").await;
+    let b = login(&server, "pat.b", "patient passphrase 92").await;
+    let b_id = user_id(&server, &b).await;
+    let res = c
+        .post(server.at("/v1/dialogs"))
+        .bearer_auth(&a)
+        .json(&json!({"type": "private", "members": [b_id]}))
+        .send()
+        .await
+        .expect("dialog");
+    assert_eq!(res.status(), 201);
+    let dialog = res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    let res = c
+        .post(server.at("/v1/dialogs"))
+        .bearer_auth(&b)
+        .json(&json!({"type": "private", "members": [user_id(&server, &a).await]}))
+        .send()
+        .await
+        .expect("again");
+    assert_eq!(res.status(), 200, "the pair's dialog already exists");
+    assert_eq!(res.json::<Value>().await.expect("json")["id"], dialog.as_str());
+
+    let url = server.at(&format!("/v1/dialogs/{dialog}/messages"));
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            c.post(&url).bearer_auth(&a).header("content-type", "application/json").body("{\"body\": "),
+            400,
+            "invalid_request",
+        ),
+        (c.post(&url).bearer_auth(&a).json(&json!({"body": 7})), 400, "invalid_request"),
+        (
+            c.post(&url)
+                .bearer_auth(&a)
+                .header("content-type", "application/json")
+                .body(b"{\"body\": \"\xff\xfe\"}".to_vec()),
+            400,
+            "invalid_request",
+        ),
+        (c.post(&url).bearer_auth(&a).json(&json!({"body": "x".repeat(64 * 1024 + 1)})), 413, "payload_too_large"),
+        (c.post(&url).bearer_auth(&a).json(&json!({"body": "hi", "extra": 1})), 400, "invalid_request"),
+        (
+            c.post(server.at(&format!("/v1/dialogs/{}/messages", uuid::Uuid::now_v7())))
+                .bearer_auth(&a)
+                .json(&json!({"body": "hi"})),
+            404,
+            "not_found",
+        ),
+        (
+            c.post(server.at("/v1/dialogs/not-a-uuid/messages")).bearer_auth(&a).json(&json!({"body": "hi"})),
+            400,
+            "invalid_request",
+        ),
+        (c.get(format!("{url}?limit=0")).bearer_auth(&a), 400, "invalid_request"),
+        (
+            c.post(server.at("/v1/dialogs")).bearer_auth(&a).json(&json!({"type": "channel", "members": []})),
+            400,
+            "invalid_request",
+        ),
+        (c.post(&url).json(&json!({"body": "hi"})), 401, "unauthenticated"),
+    ];
+    for (i, (req, status, code)) in cases.into_iter().enumerate() {
+        let res = req.send().await.expect("send");
+        assert_eq!(res.status().as_u16(), status, "case {i}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["error"]["code"], code, "case {i}: {body}");
+        assert!(body["error"]["request_id"].is_string(), "case {i}: {body}");
+    }
+    let page: Value = c.get(&url).bearer_auth(&b).send().await.expect("history").json().await.expect("json");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(0), "nothing was stored: {page}");
+}
