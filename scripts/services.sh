@@ -4,6 +4,8 @@
 # rsyslog with its OpenSSL TLS driver is only installed: the syslog test runs its own rsyslogd.
 # SoftHSM2 (the PKCS#11 peer of the `pkcs11` key store tests) is only installed: each test
 # makes its own token directory and tokens.
+# moto's server (the AWS KMS peer of the `aws-kms` key store tests, `moto_server`) is only
+# installed, from PyPI: each test starts its own on a free loopback port.
 set -euo pipefail
 
 log() { echo "services: $*" >&2; }
@@ -20,6 +22,20 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v moto_server >/dev/null 2>&1; then
+  log "installing moto[server]"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  fi
+  # Debian's own python3 refuses installs outside a venv (PEP 668) unless told otherwise.
+  python3 -m pip install --quiet 'moto[server]' \
+    || python3 -m pip install --quiet --break-system-packages 'moto[server]'
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  hash -r
+  command -v moto_server >/dev/null 2>&1 || { log "moto_server is not on PATH after installing moto[server]"; exit 1; }
 fi
 
 port_open() { (echo >"/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }

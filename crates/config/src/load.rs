@@ -312,6 +312,41 @@ mod tests {
     }
 
     #[test]
+    fn aws_kms_settings_come_from_a_nested_table_or_the_environment() {
+        let e = load(Layers { env: env(&[("WARD_KEYS_BACKEND", "aws-kms")]), ..Default::default() })
+            .expect_err("key id required");
+        assert_eq!(e.key, "keys.aws_kms.key_id");
+        let arn = "arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let c = load(Layers {
+            file: file("[keys]\nbackend = \"aws-kms\"\n[keys.aws_kms]\nregion = \"eu-central-1\"\n"),
+            env: env(&[
+                ("WARD_KEYS_AWS_KMS_KEY_ID", arn),
+                ("WARD_KEYS_AWS_KMS_ENDPOINT", "https://vpce-1.kms.eu-central-1.vpce.amazonaws.com"),
+            ]),
+            ..Default::default()
+        })
+        .expect("loads");
+        assert_eq!(c.keys.aws_kms.key_id, arn);
+        assert_eq!(c.keys.aws_kms.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(c.keys.aws_kms.endpoint.as_deref(), Some("https://vpce-1.kms.eu-central-1.vpce.amazonaws.com"));
+        assert_eq!(
+            c.audited_settings().get("keys.aws_kms.key_id").map(String::as_str),
+            Some(format!("\"{arn}\"").as_str())
+        );
+        // A key id of digits only stays a string.
+        let c = load(Layers {
+            env: env(&[("WARD_KEYS_BACKEND", "aws-kms"), ("WARD_KEYS_AWS_KMS_KEY_ID", "1234")]),
+            ..Default::default()
+        })
+        .expect("loads");
+        assert_eq!(c.keys.aws_kms.key_id, "1234");
+        let e = load(Layers { env: env(&[("WARD_KEYS_AWS_KMS_PROFILE", "x")]), ..Default::default() })
+            .expect_err("unknown");
+        assert_eq!(e.key, "keys.aws_kms.profile");
+        assert!(e.to_string().contains("WARD_KEYS_AWS_KMS_PROFILE"), "{e}");
+    }
+
+    #[test]
     fn reserved_env_vars_are_not_config() {
         let c = load(Layers {
             env: env(&[("WARD_MASTER_PASSPHRASE", "x"), ("WARD_TEST_POSTGRES_URL", "y"), ("HOME", "/")]),

@@ -189,11 +189,18 @@ pub struct KeysConfig {
     /// `local`: a keyring file in `<data_dir>/keys`, sealed with a key derived from
     /// `WARD_MASTER_PASSPHRASE` (unsealed, with a warning, when that is unset).
     /// `pkcs11`: master keys inside an HSM token (`[keys.pkcs11]`, PIN from
-    /// `WARD_KEYS_PKCS11_PIN`). `aws-kms` is not built yet.
+    /// `WARD_KEYS_PKCS11_PIN`). `aws-kms`: the master key is an AWS KMS key
+    /// (`[keys.aws_kms]`, credentials from the usual AWS chain; needs a ward built with
+    /// `--features aws-kms`).
     pub backend: String,
     /// Directory of the local keyring (default `<data_dir>/keys`). Nodes that share a
-    /// database must use the same keyring (the same sealed file on each node).
+    /// database must use the same keyring (the same sealed file on each node), or keep it
+    /// in the database (`keyring = "database"`).
     pub local_dir: Option<PathBuf>,
+    /// Where the local backend keeps its sealed keyring: `file` (in `local_dir`) or
+    /// `database` (the shared database, for several nodes; requires
+    /// `WARD_MASTER_PASSPHRASE`; a keyring file in `local_dir` is imported on first start).
+    pub keyring: String,
     /// A new master-key version is made automatically when the active one is this old
     /// (90 ..= 2560 days, like AWS KMS); `ward keys rotate` rotates at any time.
     pub rotation_days: u64,
@@ -206,6 +213,8 @@ pub struct KeysConfig {
     pub cache_capacity: u64,
     /// The HSM, for `backend = "pkcs11"`.
     pub pkcs11: Pkcs11Config,
+    /// The KMS key, for `backend = "aws-kms"`.
+    pub aws_kms: AwsKmsConfig,
 }
 
 impl Default for KeysConfig {
@@ -213,11 +222,13 @@ impl Default for KeysConfig {
         Self {
             backend: "local".into(),
             local_dir: None,
+            keyring: "file".into(),
             rotation_days: 365,
             cache_ttl_s: 300,
             cache_max_uses: 100_000,
             cache_capacity: 10_000,
             pkcs11: Pkcs11Config::default(),
+            aws_kms: AwsKmsConfig::default(),
         }
     }
 }
@@ -231,6 +242,20 @@ pub struct Pkcs11Config {
     pub module: Option<PathBuf>,
     /// The label of the token (slot) that holds Ward's master keys.
     pub token_label: String,
+}
+
+/// `[keys.aws_kms]`: the AWS KMS key that is Ward's master key. Credentials come from the
+/// usual AWS chain (environment, profile, SSO, web identity, ECS or EC2 role), never from
+/// this file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsKmsConfig {
+    /// The symmetric encryption key: key id, key ARN, alias name (`alias/ward`) or alias ARN.
+    pub key_id: String,
+    /// The AWS region (default: the chain's, e.g. `AWS_REGION` or the profile's).
+    pub region: Option<String>,
+    /// Another KMS endpoint URL, e.g. a VPC endpoint (default: the region's).
+    pub endpoint: Option<String>,
 }
 
 impl KeysConfig {
@@ -411,6 +436,9 @@ impl Config {
         in_range("keys.cache_ttl_s", self.keys.cache_ttl_s, 0, 3_600)?;
         in_range("keys.cache_max_uses", self.keys.cache_max_uses, 1, 4_294_967_296)?;
         in_range("keys.cache_capacity", self.keys.cache_capacity, 1, 1_000_000)?;
+        if !matches!(self.keys.keyring.as_str(), "file" | "database") {
+            return Err(ConfigError::invalid("keys.keyring", "expected `file` or `database`"));
+        }
         match self.keys.backend.as_str() {
             "local" => {}
             "pkcs11" => {
@@ -428,10 +456,12 @@ impl Config {
                 }
             }
             "aws-kms" => {
-                return Err(ConfigError::invalid(
-                    "keys.backend",
-                    "`aws-kms` is not available in this version yet; use `local` or `pkcs11`",
-                ));
+                if self.keys.aws_kms.key_id.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        "keys.aws_kms.key_id",
+                        "required with backend `aws-kms`: the key id, key ARN or alias of a symmetric KMS key",
+                    ));
+                }
             }
             other => {
                 return Err(ConfigError::invalid(
@@ -504,10 +534,13 @@ impl Config {
             "messaging.max_body_bytes",
             "messaging.max_group_members",
             "keys.backend",
+            "keys.keyring",
             "keys.rotation_days",
             "keys.cache_ttl_s",
             "keys.cache_max_uses",
             "keys.pkcs11.token_label",
+            "keys.aws_kms.key_id",
+            "keys.aws_kms.region",
             "audit.checkpoint_every_records",
             "audit.checkpoint_interval_s",
             "audit.retention_days",
@@ -527,6 +560,9 @@ impl Config {
         let mut shown = self.clone();
         if let Some(url) = &shown.database.url {
             shown.database.url = Some(redact_url(url));
+        }
+        if let Some(url) = &shown.keys.aws_kms.endpoint {
+            shown.keys.aws_kms.endpoint = Some(redact_url(url));
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }

@@ -3,9 +3,13 @@
 //!
 //! PHI is sealed with per-scope [`DataKey`]s ([`seal`], [`open`]); data keys are stored only
 //! wrapped by a versioned master key held by a [`KeyStore`]. The default store is
-//! [`LocalKeyStore`], a keyring file sealed with a passphrase (argon2id).
+//! [`LocalKeyStore`], a keyring file sealed with a passphrase (argon2id); the others are
+//! [`Pkcs11KeyStore`] (an HSM token) and, with the cargo feature `aws-kms`, `AwsKmsKeyStore`
+//! (an AWS KMS key).
 
 pub mod aead;
+#[cfg(feature = "aws-kms")]
+pub mod aws_kms;
 pub mod cache;
 pub mod error;
 pub mod local;
@@ -15,6 +19,8 @@ pub mod sealer;
 pub mod store;
 
 pub use aead::{DataKey, SEALED_OVERHEAD, open, open_in_place, seal};
+#[cfg(feature = "aws-kms")]
+pub use aws_kms::AwsKmsKeyStore;
 pub use cache::{CacheMetrics, CacheSettings, KeyCache};
 pub use error::KeyError;
 pub use local::{KdfCost, LocalKeyStore};

@@ -18,7 +18,7 @@ use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine as _;
@@ -30,6 +30,7 @@ use zeroize::Zeroizing;
 use crate::aead::{DataKey, fill_random, open, seal};
 use crate::error::KeyError;
 use crate::store::{KeyState, KeyStore, KeyVersionInfo, WrappedKey};
+use ward_storage::{Store, StoreTx};
 
 const KEYRING_FILE: &str = "keyring.json";
 const LOCK_FILE: &str = "keyring.lock";
@@ -111,11 +112,24 @@ struct State {
 
 /// The local keyring: a file-backed (or, for tests, in-memory) [`KeyStore`].
 pub struct LocalKeyStore {
-    /// The keyring directory; `None` for [`LocalKeyStore::ephemeral`].
+    /// The keyring directory; `None` for [`LocalKeyStore::ephemeral`] and the database home.
     dir: Option<PathBuf>,
+    /// Set when the keyring lives in the shared database instead of a file.
+    db: Option<DbHome>,
     passphrase: Option<Zeroizing<String>>,
     state: RwLock<State>,
 }
+
+/// The keyring's home in the database: the store and the revision this process last saw.
+struct DbHome {
+    store: Arc<dyn Store>,
+    revision: std::sync::Mutex<i64>,
+}
+
+/// How the database keyring is named in messages.
+const DB_LABEL: &str = "the keyring in the database";
+/// Attempts at a rotation that loses compare-and-swap races to other nodes.
+const DB_ROTATE_ATTEMPTS: u32 = 10;
 
 impl std::fmt::Debug for LocalKeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,13 +189,13 @@ impl LocalKeyStore {
                 }
             }
         };
-        Ok(Self { dir: Some(dir.to_path_buf()), passphrase, state: RwLock::new(state) })
+        Ok(Self { dir: Some(dir.to_path_buf()), db: None, passphrase, state: RwLock::new(state) })
     }
 
     /// An in-memory keyring with a random version-1 master key and no file, for tests and
     /// benchmarks. Its keys are lost when it is dropped.
     pub fn ephemeral() -> Self {
-        Self { dir: None, passphrase: None, state: RwLock::new(State { ring: Ring::first(), sealer: None }) }
+        Self { dir: None, db: None, passphrase: None, state: RwLock::new(State { ring: Ring::first(), sealer: None }) }
     }
 
     /// True when the keyring file is sealed with a passphrase.
@@ -201,7 +215,13 @@ impl LocalKeyStore {
         let bytes = read_keyring(&path)?.ok_or_else(|| {
             KeyError::Keyring(format!("the keyring file {} has disappeared; restore it from backup", path.display()))
         })?;
-        let (ring, sealer) = decode_keyring(&bytes, &path, self.passphrase.as_ref(), state.sealer.as_ref())?;
+        self.adopt(&bytes, &path, state)
+    }
+
+    /// Adopts a keyring document (file or database) after checking that it still holds
+    /// every version this process knows, with the same key.
+    fn adopt(&self, bytes: &[u8], path: &Path, state: &mut State) -> Result<(), KeyError> {
+        let (ring, sealer) = decode_keyring(bytes, path, self.passphrase.as_ref(), state.sealer.as_ref())?;
         for (version, known) in &state.ring.versions {
             match ring.versions.get(version) {
                 Some(on_disk) if on_disk.key.expose() == known.key.expose() => {}
@@ -236,6 +256,127 @@ impl LocalKeyStore {
             open(&master.key, &wrap_aad(wrapped.version, aad), &wrapped.ciphertext)
                 .and_then(|plain| DataKey::from_bytes(&plain)),
         )
+    }
+}
+
+impl LocalKeyStore {
+    /// Opens (or creates) the keyring kept in the shared database (`[keys] keyring =
+    /// "database"`), so that every node reaches the same master keys. It must be sealed:
+    /// without a passphrase this is refused. When the database has no keyring yet and
+    /// `import_from` names a directory holding a keyring file, that keyring is imported
+    /// (the file is left in place; delete it once every node runs on the database). A
+    /// database that already holds data keys but no keyring is refused rather than given
+    /// a new master key that could not unwrap them.
+    pub async fn open_in_database(
+        store: Arc<dyn Store>,
+        passphrase: Option<Zeroizing<String>>,
+        import_from: Option<&Path>,
+        cost: KdfCost,
+    ) -> Result<Self, KeyError> {
+        let passphrase = passphrase.filter(|p| !p.is_empty()).ok_or_else(|| {
+            KeyError::Keyring(
+                "keys.keyring = \"database\" keeps the keyring beside the data it protects, so it must be sealed: \
+                 set WARD_MASTER_PASSPHRASE"
+                    .into(),
+            )
+        })?;
+        let label = Path::new(DB_LABEL);
+        for _ in 0..DB_ROTATE_ATTEMPTS {
+            if let Some((revision, bytes)) = store.keyring_document().await? {
+                let (ring, sealer) = decode_keyring(&bytes, label, Some(&passphrase), None)?;
+                let sealer =
+                    sealer.ok_or_else(|| KeyError::Keyring(format!("{DB_LABEL} is not sealed; refusing to use it")))?;
+                return Ok(Self::in_database(store, passphrase, revision, State { ring, sealer: Some(sealer) }));
+            }
+            let imported = match import_from.map(|dir| dir.join(KEYRING_FILE)) {
+                Some(path) => match read_keyring(&path)? {
+                    Some(bytes) => {
+                        let (ring, sealer) = decode_keyring(&bytes, &path, Some(&passphrase), None)?;
+                        tracing::warn!(path = %path.display(), "importing the keyring file into the database");
+                        Some((ring, sealer))
+                    }
+                    None => None,
+                },
+                None => None,
+            };
+            let (ring, sealer) = match imported {
+                Some((ring, Some(sealer))) => (ring, sealer),
+                Some((ring, None)) => (ring, new_sealer(&passphrase, cost)?),
+                None => {
+                    let live: i64 = store.data_key_counts().await?.iter().map(|(_, n)| n).sum();
+                    if live > 0 {
+                        return Err(KeyError::Keyring(format!(
+                            "the database holds {live} data keys but no keyring: start once with the keyring file \
+                             in [keys] local_dir so it is imported, or restore the keyring"
+                        )));
+                    }
+                    (Ring::first(), new_sealer(&passphrase, cost)?)
+                }
+            };
+            let bytes = encode_keyring(&ring, Some(&sealer))?;
+            let mut tx = store.begin().await?;
+            let stored = tx.put_keyring_document(None, &bytes, OffsetDateTime::now_utc()).await?;
+            tx.commit().await?;
+            if stored {
+                tracing::info!("stored the sealed keyring in the database");
+                return Ok(Self::in_database(store, passphrase, 1, State { ring, sealer: Some(sealer) }));
+            }
+            // Another node stored one first: loop and use that one.
+        }
+        Err(KeyError::Keyring(format!("{DB_LABEL} kept changing while it was being opened")))
+    }
+
+    fn in_database(store: Arc<dyn Store>, passphrase: Zeroizing<String>, revision: i64, state: State) -> Self {
+        Self {
+            dir: None,
+            db: Some(DbHome { store, revision: std::sync::Mutex::new(revision) }),
+            passphrase: Some(passphrase),
+            state: RwLock::new(state),
+        }
+    }
+
+    /// True when the keyring lives in the database.
+    pub fn in_shared_database(&self) -> bool {
+        self.db.is_some()
+    }
+
+    fn db_revision(db: &DbHome) -> std::sync::MutexGuard<'_, i64> {
+        db.revision.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Re-reads the database keyring and adopts it.
+    async fn refresh_from_db(&self, db: &DbHome) -> Result<(), KeyError> {
+        let (revision, bytes) = db
+            .store
+            .keyring_document()
+            .await?
+            .ok_or_else(|| KeyError::Keyring(format!("{DB_LABEL} has disappeared; restore it from backup")))?;
+        let mut state = self.write_state();
+        self.adopt(&bytes, Path::new(DB_LABEL), &mut state)?;
+        *Self::db_revision(db) = revision;
+        Ok(())
+    }
+
+    /// Adds a version inside `tx` with compare-and-swap on the document's revision,
+    /// retrying when another node rotated at the same moment (its version is kept, ours
+    /// comes after it). This process adopts the new version at [`KeyStore::refresh`], after
+    /// the caller commits.
+    async fn rotate_in_db(&self, db: &DbHome, tx: &mut dyn StoreTx) -> Result<u32, KeyError> {
+        for _ in 0..DB_ROTATE_ATTEMPTS {
+            self.refresh_from_db(db).await?;
+            let revision = *Self::db_revision(db);
+            let (version, bytes) = {
+                let state = self.read_state();
+                let mut ring = state.ring.clone();
+                let version = ring.add_version()?;
+                (version, encode_keyring(&ring, state.sealer.as_ref())?)
+            };
+            if tx.put_keyring_document(Some(revision), &bytes, OffsetDateTime::now_utc()).await? {
+                tracing::info!(version, "rotated the master key in the database keyring");
+                return Ok(version);
+            }
+        }
+        Err(KeyError::Keyring(format!("{DB_LABEL}: the rotation kept losing races with other nodes")))
     }
 }
 
@@ -274,13 +415,32 @@ impl KeyStore for LocalKeyStore {
             return result;
         }
         // A newer version may have been created by another process (e.g. `ward keys rotate`).
-        if let Some(dir) = &self.dir {
+        if let Some(db) = &self.db {
+            let newest = self.read_state().ring.newest();
+            if wrapped.version > newest {
+                self.refresh_from_db(db).await?;
+            }
+        } else if let Some(dir) = &self.dir {
             let mut state = self.write_state();
             if wrapped.version > state.ring.newest() {
                 self.reload(dir, &mut state)?;
             }
         }
         self.unwrap_known(wrapped, aad).unwrap_or(Err(KeyError::UnknownVersion(wrapped.version)))
+    }
+
+    async fn rotate_in(&self, tx: &mut dyn StoreTx) -> Result<u32, KeyError> {
+        match &self.db {
+            Some(db) => self.rotate_in_db(db, tx).await,
+            None => self.rotate().await,
+        }
+    }
+
+    async fn refresh(&self) -> Result<(), KeyError> {
+        match &self.db {
+            Some(db) => self.refresh_from_db(db).await,
+            None => Ok(()),
+        }
     }
 
     async fn versions(&self) -> Result<Vec<KeyVersionInfo>, KeyError> {
@@ -298,6 +458,13 @@ impl KeyStore for LocalKeyStore {
     }
 
     async fn rotate(&self) -> Result<u32, KeyError> {
+        if let Some(db) = &self.db {
+            let mut tx = db.store.begin().await?;
+            let version = self.rotate_in_db(db, &mut *tx).await?;
+            tx.commit().await?;
+            self.refresh_from_db(db).await?;
+            return Ok(version);
+        }
         let Some(dir) = &self.dir else {
             return self.write_state().ring.add_version();
         };
@@ -854,6 +1021,102 @@ mod tests {
         let versions: Vec<_> = reopened.versions().await.expect("versions").iter().map(|v| v.version).collect();
         assert_eq!(versions, [1, 2, 3]);
         assert_eq!(reopened.unwrap(&by_a, b"x").await.expect("v2").expose(), dek.expose());
+    }
+
+    async fn sqlite(dir: &Path) -> Arc<dyn Store> {
+        let options = ward_storage::ConnectOptions {
+            target: ward_storage::Target::Sqlite(dir.join("ward.db")),
+            max_connections: 4,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        };
+        ward_storage::open(&options).await.expect("open store")
+    }
+
+    #[tokio::test]
+    async fn the_database_keyring_is_sealed_shared_and_rotates_with_compare_and_swap() {
+        let (tmp, _) = keys_dir();
+        let store = sqlite(tmp.path()).await;
+        let refused = LocalKeyStore::open_in_database(store.clone(), None, None, CHEAP).await;
+        assert!(matches!(refused, Err(KeyError::Keyring(m)) if m.contains("WARD_MASTER_PASSPHRASE")), "must be sealed");
+
+        let a = LocalKeyStore::open_in_database(store.clone(), pass("pw"), None, CHEAP).await.expect("a");
+        let b = LocalKeyStore::open_in_database(store.clone(), pass("pw"), None, CHEAP).await.expect("b");
+        assert!(a.in_shared_database() && a.warnings().is_empty());
+        assert_eq!(master_keys(&a), master_keys(&b), "one keyring for both nodes");
+        let (_, document) = store.keyring_document().await.expect("read").expect("stored");
+        for key in master_keys(&a) {
+            assert!(!document.windows(32).any(|w| w == key), "no master key in plain bytes");
+            let b64 = B64.encode(key);
+            assert!(!document.windows(b64.len()).any(|w| w == b64.as_bytes()), "nor in base64");
+        }
+
+        assert_eq!(a.rotate().await.expect("a rotates"), 2);
+        let dek = DataKey::generate();
+        let by_a = a.wrap(&dek, b"x").await.expect("wrap");
+        assert_eq!(b.unwrap(&by_a, b"x").await.expect("b reads v2 from the database").expose(), dek.expose());
+        assert_eq!(b.rotate().await.expect("b rotates after a"), 3);
+        assert_eq!(a.rotate().await.expect("a catches up and rotates"), 4);
+        let reopened = LocalKeyStore::open_in_database(store.clone(), pass("pw"), None, CHEAP).await.expect("reopen");
+        let versions: Vec<_> = reopened.versions().await.expect("versions").iter().map(|v| v.version).collect();
+        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(reopened.unwrap(&by_a, b"x").await.expect("v2").expose(), dek.expose());
+
+        let wrong = LocalKeyStore::open_in_database(store, pass("not it"), None, CHEAP).await;
+        assert!(matches!(wrong, Err(KeyError::WrongPassphrase)), "a wrong passphrase is refused");
+    }
+
+    #[tokio::test]
+    async fn an_audited_rotation_commits_the_database_keyring_with_its_record() {
+        let (tmp, _) = keys_dir();
+        let store = sqlite(tmp.path()).await;
+        let ring =
+            Arc::new(LocalKeyStore::open_in_database(store.clone(), pass("pw"), None, CHEAP).await.expect("open"));
+        let keys = crate::DataKeys::new(store.clone(), ring.clone());
+        let audit = ward_audit::AuditLog::open(
+            store.clone(),
+            ward_audit::AuditSettings {
+                checkpoint_every: 1000,
+                checkpoint_interval: std::time::Duration::from_secs(60),
+                key_file: tmp.path().join("audit/signing.key"),
+                checkpoint_file: tmp.path().join("audit/checkpoints.jsonl"),
+            },
+        )
+        .await
+        .expect("audit");
+        let now = OffsetDateTime::now_utc();
+        let (id, key) = keys.get_or_create_alone("dialog/a", now).await.expect("key");
+        let ctx = ward_audit::Context::cli(None, now);
+        // On SQLite a second write transaction inside the first would wait forever: the
+        // keyring is written in the rotation's own transaction.
+        let rotated = tokio::time::timeout(std::time::Duration::from_secs(20), keys.rotate(&audit, &ctx)).await;
+        assert_eq!(rotated.expect("no deadlock").expect("rotate"), 2);
+        assert_eq!(keys.status().await.expect("status").active_version, 2, "adopted after the commit");
+        keys.rewrap(&audit, &ctx, |_, _| {}).await.expect("rewrap");
+        let other = LocalKeyStore::open_in_database(store.clone(), pass("pw"), None, CHEAP).await.expect("reopen");
+        let fresh = crate::DataKeys::with_cache(store, Arc::new(other), crate::CacheSettings::OFF);
+        assert_eq!(fresh.by_id(id).await.expect("rewrapped under v2").expose(), key.expose());
+    }
+
+    #[tokio::test]
+    async fn a_keyring_file_is_imported_and_data_keys_without_a_keyring_are_refused() {
+        let (tmp, dir) = keys_dir();
+        let file = LocalKeyStore::open_with_kdf_cost(&dir, pass("pw"), CHEAP).expect("file keyring");
+        file.rotate().await.expect("rotate");
+        let dek = DataKey::generate();
+        let wrapped = file.wrap(&dek, b"y").await.expect("wrap");
+
+        let store = sqlite(tmp.path()).await;
+        let keys = crate::DataKeys::new(store.clone(), Arc::new(LocalKeyStore::ephemeral()));
+        keys.get_or_create_alone("user/x", OffsetDateTime::now_utc()).await.expect("a data key");
+        let refused = LocalKeyStore::open_in_database(store.clone(), pass("pw"), None, CHEAP).await;
+        assert!(
+            matches!(refused, Err(KeyError::Keyring(m)) if m.contains("no keyring")),
+            "no fresh master over old data"
+        );
+
+        let imported = LocalKeyStore::open_in_database(store, pass("pw"), Some(&dir), CHEAP).await.expect("import");
+        assert_eq!(master_keys(&imported), master_keys(&file), "the file's versions, imported");
+        assert_eq!(imported.unwrap(&wrapped, b"y").await.expect("unwrap").expose(), dek.expose());
     }
 
     #[test]

@@ -215,8 +215,9 @@ impl DataKeys {
                 .detail("versions_before", before);
             let mut tx = self.store.begin().await?;
             audit.record(&mut *tx, &event).await.map_err(|e| KeyError::Audit(e.to_string()))?;
-            let version = self.keys.rotate().await?;
+            let version = self.keys.rotate_in(&mut *tx).await?;
             tx.commit().await?;
+            self.keys.refresh().await?;
             version
         };
         Ok(version)

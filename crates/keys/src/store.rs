@@ -1,5 +1,6 @@
 //! The master-key store interface: wrapping and unwrapping data keys with versioned master
-//! keys. Backends: [`crate::LocalKeyStore`] ("local") and [`crate::Pkcs11KeyStore`] ("pkcs11").
+//! keys. Backends: [`crate::LocalKeyStore`] ("local"), [`crate::Pkcs11KeyStore`] ("pkcs11") and,
+//! with the cargo feature `aws-kms`, `AwsKmsKeyStore` ("aws-kms").
 
 use crate::aead::DataKey;
 use crate::error::KeyError;
@@ -33,7 +34,7 @@ pub struct KeyVersionInfo {
 /// A store of versioned master keys that wraps and unwraps data keys.
 #[async_trait::async_trait]
 pub trait KeyStore: Send + Sync + 'static {
-    /// The backend's name: "local", later "pkcs11", "aws-kms".
+    /// The backend's name: "local", "pkcs11" or "aws-kms".
     fn backend(&self) -> &'static str;
 
     /// Warnings an operator must see (e.g. an unsealed local keyring); shown in `/readyz`
@@ -62,4 +63,18 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Creates a new master version, which becomes active; older ones become decrypt-only.
     /// Returns the new version.
     async fn rotate(&self) -> Result<u32, KeyError>;
+
+    /// [`KeyStore::rotate`] as part of the caller's transaction (which holds the rotation's
+    /// audit record). A store that keeps its keyring in the database writes it there, so
+    /// the new version and its record commit together; the new version is used after
+    /// [`KeyStore::refresh`]. Other stores rotate at once.
+    async fn rotate_in(&self, tx: &mut dyn ward_storage::StoreTx) -> Result<u32, KeyError> {
+        let _ = tx;
+        self.rotate().await
+    }
+
+    /// Re-reads what another process may have changed (after a rotation committed).
+    async fn refresh(&self) -> Result<(), KeyError> {
+        Ok(())
+    }
 }

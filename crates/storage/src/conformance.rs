@@ -88,6 +88,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     edits_and_deletes(&*store).await;
     mark_read_only_raises(&*store).await;
     dialogs_of_user_newest_activity_first(&*store).await;
+    keyring_document_is_compare_and_swap(&*store).await;
     let stats = store.pool_stats();
     assert!(stats.max >= 1 && stats.size <= stats.max, "pool stats are coherent: {stats:?}");
 }
@@ -789,4 +790,21 @@ where
     tx.commit().await.expect("commit");
     assert!(edits(m.id).await.is_empty(), "delete erases the edit history");
     assert_eq!(edits(other.id).await.len(), 1, "another message's history stays");
+}
+
+async fn keyring_document_is_compare_and_swap(store: &dyn Store) {
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(store.keyring_document().await.expect("read"), None, "none at first");
+    let put = |expected: Option<i64>, body: &'static [u8]| async move {
+        let mut tx = store.begin().await.expect("begin");
+        let done = tx.put_keyring_document(expected, body, now).await.expect("put");
+        tx.commit().await.expect("commit");
+        done
+    };
+    assert!(put(None, b"first").await);
+    assert!(!put(None, b"second first").await, "only one first document");
+    assert_eq!(store.keyring_document().await.expect("read"), Some((1, b"first".to_vec())));
+    assert!(put(Some(1), b"rotated").await);
+    assert!(!put(Some(1), b"lost race").await, "a stale revision is refused");
+    assert_eq!(store.keyring_document().await.expect("read"), Some((2, b"rotated".to_vec())));
 }

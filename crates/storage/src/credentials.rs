@@ -123,6 +123,11 @@ pub(crate) fn id(u: Uuid) -> String {
 
 /// SQL shared by both engines.
 pub(crate) mod sql {
+    pub const KEYRING_GET: &str = "SELECT revision, body FROM keyring WHERE id = 1";
+    pub const KEYRING_INSERT: &str = "INSERT INTO keyring (id, revision, body, updated_at) VALUES (1, 1, $1, $2) \
+         ON CONFLICT (id) DO NOTHING";
+    pub const KEYRING_UPDATE: &str =
+        "UPDATE keyring SET body = $2, revision = revision + 1, updated_at = $3 WHERE id = 1 AND revision = $1";
     pub const DATA_KEY_BY_SCOPE: &str =
         "SELECT id, scope, key_version, wrapped, created_at, destroyed_at FROM data_keys WHERE scope = $1";
     pub const DATA_KEY_BY_ID: &str =
@@ -178,6 +183,12 @@ macro_rules! impl_credential_stores {
     ($store:ty, $tx:ty) => {
         #[async_trait::async_trait]
         impl $crate::CredentialStore for $store {
+            async fn keyring_document(&self) -> $crate::Result<Option<(i64, Vec<u8>)>> {
+                Ok(sqlx::query_as::<_, (i64, Vec<u8>)>($crate::credentials::sql::KEYRING_GET)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
             async fn data_key_by_scope(&self, scope: &str) -> $crate::Result<Option<$crate::DataKeyRecord>> {
                 sqlx::query_as::<_, $crate::credentials::DataKeyRow>($crate::credentials::sql::DATA_KEY_BY_SCOPE)
                     .bind(scope)
@@ -265,6 +276,30 @@ macro_rules! impl_credential_stores {
 
         #[async_trait::async_trait]
         impl $crate::CredentialTx for $tx {
+            async fn put_keyring_document(
+                &mut self,
+                expected_revision: Option<i64>,
+                body: &[u8],
+                now: time::OffsetDateTime,
+            ) -> $crate::Result<bool> {
+                let n = match expected_revision {
+                    None => sqlx::query($crate::credentials::sql::KEYRING_INSERT)
+                        .bind(body)
+                        .bind($crate::rows::millis(now))
+                        .execute(self.conn())
+                        .await?
+                        .rows_affected(),
+                    Some(revision) => sqlx::query($crate::credentials::sql::KEYRING_UPDATE)
+                        .bind(revision)
+                        .bind(body)
+                        .bind($crate::rows::millis(now))
+                        .execute(self.conn())
+                        .await?
+                        .rows_affected(),
+                };
+                Ok(n == 1)
+            }
+
             async fn insert_data_key(&mut self, k: &$crate::DataKeyRecord) -> $crate::Result<()> {
                 sqlx::query($crate::credentials::sql::INSERT_DATA_KEY)
                     .bind($crate::credentials::id(k.id))

@@ -207,6 +207,8 @@ pub trait AuditStore {
 /// Data keys, second factors, sign-in challenges and API keys (reads).
 #[async_trait]
 pub trait CredentialStore {
+    /// The keyring document kept in the database and its revision, if there is one.
+    async fn keyring_document(&self) -> Result<Option<(i64, Vec<u8>)>>;
     async fn data_key_by_scope(&self, scope: &str) -> Result<Option<DataKeyRecord>>;
     async fn data_key_by_id(&self, id: Uuid) -> Result<Option<DataKeyRecord>>;
     /// How many live (not destroyed) data keys each master-key version wraps.
@@ -226,6 +228,15 @@ pub trait CredentialStore {
 /// Data keys, second factors, sign-in challenges and API keys (changes, inside a [`StoreTx`]).
 #[async_trait]
 pub trait CredentialTx {
+    /// Stores the keyring document: the first one when `expected_revision` is `None`,
+    /// otherwise a replacement of that revision (compare and swap). False when another
+    /// writer got there first (re-read and retry).
+    async fn put_keyring_document(
+        &mut self,
+        expected_revision: Option<i64>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<bool>;
     /// Stores a wrapped data key; [`StoreError::Conflict`] if its scope already has one.
     async fn insert_data_key(&mut self, key: &DataKeyRecord) -> Result<()>;
     /// Cryptographic erase: blanks the wrapped key and marks it destroyed; false if unknown

@@ -94,7 +94,7 @@ pub async fn export(
     let config = startup::load_config(global.config.as_ref(), flags)?;
     startup::init_logging(&config, Some("warn"))?;
     let store = startup::open_store(&config).await?;
-    let keys = startup::data_keys(&config, store.clone())?;
+    let keys = startup::data_keys(&config, store.clone()).await?;
     let audit = startup::audit_log(&config, store.clone(), &keys).await?;
     let event = crate::admin::cli_context().event("audit.export", Outcome::Success).detail("format", format.name());
     audit.record_alone(&event).await.map_err(|e| Failure::runtime(e.to_string()))?;

@@ -9,7 +9,9 @@ use ward_audit::{AuditLog, AuditSettings};
 use ward_auth::{Accounts, AuthSettings, CredentialSettings, PasswordPolicy, Role, SessionLimits};
 use ward_config::{Config, ConfigError, DatabaseLocation, Layers, LogFormat};
 use ward_crypto::PasswordHasher;
-use ward_keys::{AUDIT_SIGNING_SCOPE, CacheSettings, DataKeys, FileSealer, KeyStore, LocalKeyStore, Pkcs11KeyStore};
+use ward_keys::{
+    AUDIT_SIGNING_SCOPE, CacheSettings, DataKeys, FileSealer, KdfCost, KeyStore, LocalKeyStore, Pkcs11KeyStore,
+};
 use ward_storage::{ConnectOptions, Store, Target};
 use zeroize::Zeroizing;
 
@@ -101,27 +103,29 @@ pub struct Services {
 /// Opens the database, the audit trail, the key store and the identity service, in order.
 pub async fn services(config: &Config) -> Result<Services, StartError> {
     let store = open_store(config).await?;
-    let keys = data_keys(config, store.clone())?;
+    let keys = data_keys(config, store.clone()).await?;
     let audit = audit_log(config, store.clone(), &keys).await?;
     let accounts = accounts(config, store.clone(), audit.clone(), keys.clone()).await?;
     Ok(Services { store, audit, keys, accounts })
 }
 
 /// The data-key registry over the configured key store, with the `[keys] cache_*` bounds.
-pub fn data_keys(config: &Config, store: Arc<dyn Store>) -> Result<DataKeys, StartError> {
+pub async fn data_keys(config: &Config, store: Arc<dyn Store>) -> Result<DataKeys, StartError> {
     let cache = CacheSettings {
         ttl: Duration::from_secs(config.keys.cache_ttl_s),
         max_uses: config.keys.cache_max_uses,
         capacity: usize::try_from(config.keys.cache_capacity).unwrap_or(usize::MAX),
     };
-    Ok(DataKeys::with_cache(store, key_store(config)?, cache))
+    let key_store = key_store(config, store.clone()).await?;
+    Ok(DataKeys::with_cache(store, key_store, cache))
 }
 
 /// Opens the configured master-key store (`[keys] backend`): `local`, the keyring in
-/// `[keys] local_dir` (default `<data_dir>/keys`), sealed with `WARD_MASTER_PASSPHRASE` when
-/// it is set; or `pkcs11`, the token `[keys.pkcs11] token_label` of the module
-/// `[keys.pkcs11] module`, logged in with `WARD_KEYS_PKCS11_PIN`.
-pub fn key_store(config: &Config) -> Result<Arc<dyn KeyStore>, StartError> {
+/// `[keys] local_dir` (default `<data_dir>/keys`) or, with `[keys] keyring = "database"`, in
+/// the database, sealed with `WARD_MASTER_PASSPHRASE` when it is set; or `pkcs11`, the token `[keys.pkcs11] token_label` of the module
+/// `[keys.pkcs11] module`, logged in with `WARD_KEYS_PKCS11_PIN`; or `aws-kms` (a build with
+/// the `aws-kms` feature), the KMS key `[keys.aws_kms] key_id`.
+pub async fn key_store(config: &Config, db: Arc<dyn Store>) -> Result<Arc<dyn KeyStore>, StartError> {
     let store: Arc<dyn KeyStore> = match config.keys.backend.as_str() {
         "pkcs11" => {
             let pkcs11 = &config.keys.pkcs11;
@@ -137,15 +141,39 @@ pub fn key_store(config: &Config) -> Result<Arc<dyn KeyStore>, StartError> {
             })?;
             Arc::new(Pkcs11KeyStore::open(module, &pkcs11.token_label, Zeroizing::new(pin))?)
         }
+        "aws-kms" => aws_kms_store(config).await?,
         _ => {
             let passphrase = std::env::var("WARD_MASTER_PASSPHRASE").ok().filter(|p| !p.is_empty()).map(Zeroizing::new);
-            Arc::new(LocalKeyStore::open(&config.keys.local_dir(&config.server.data_dir), passphrase)?)
+            let dir = config.keys.local_dir(&config.server.data_dir);
+            if config.keys.keyring == "database" {
+                Arc::new(LocalKeyStore::open_in_database(db, passphrase, Some(&dir), KdfCost::DEFAULT).await?)
+            } else {
+                Arc::new(LocalKeyStore::open(&dir, passphrase)?)
+            }
         }
     };
     for warning in store.warnings() {
         tracing::warn!("{warning}");
     }
     Ok(store)
+}
+
+/// The AWS KMS key store of `[keys.aws_kms]`, with credentials from the usual AWS chain.
+#[cfg(feature = "aws-kms")]
+async fn aws_kms_store(config: &Config) -> Result<Arc<dyn KeyStore>, StartError> {
+    let kms = &config.keys.aws_kms;
+    let store = ward_keys::AwsKmsKeyStore::open(&kms.key_id, kms.region.as_deref(), kms.endpoint.as_deref()).await?;
+    Ok(Arc::new(store))
+}
+
+/// Without the `aws-kms` feature the AWS SDK is not built in: say how to get a build that has it.
+#[cfg(not(feature = "aws-kms"))]
+async fn aws_kms_store(_config: &Config) -> Result<Arc<dyn KeyStore>, StartError> {
+    Err(StartError::Other(
+        "cannot open the key store: keys.backend = \"aws-kms\" needs a ward built with the aws-kms feature \
+         (cargo build --release --features aws-kms)"
+            .into(),
+    ))
 }
 
 /// The audit log over `store`, configured from `[audit]`, its signing key file sealed by a

@@ -83,3 +83,126 @@ async fn serve_and_user_add_on_postgres_with_two_nodes() {
         assert!(text.contains("audit trail intact"), "{text}");
     }
 }
+
+/// Two nodes that share nothing but the database (and the audit signing key): the sealed
+/// keyring lives in the database, so messages written on one node read on the other, also
+/// after a rotation made from the command line.
+#[tokio::test]
+async fn two_nodes_share_the_sealed_keyring_through_the_database() {
+    use serde_json::{Value, json};
+
+    let db = TempPostgres::create().await.expect("create test database");
+    let cfg_dir = tempfile::tempdir().expect("tmp");
+    let cfg = cfg_dir.path().join("ward.toml");
+    let key = cfg_dir.path().join("signing.key");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nurl = \"{}\"\n[audit]\nsigning_key_file = \"{}\"\n[keys]\nkeyring = \"database\"\n",
+            db.url,
+            key.display()
+        ),
+    )
+    .expect("config");
+    let cfg = cfg.display().to_string();
+    let env = [("WARD_MASTER_PASSPHRASE", "a shared passphrase for the database keyring")];
+    let (a_dir, b_dir) = (data_dir(), data_dir());
+    let a = Server::start(&a_dir.path, &["--no-tls", "--config", &cfg], &env);
+    let b = Server::start(&b_dir.path, &["--no-tls", "--config", &cfg], &env);
+    assert!(!a_dir.path.join("keys/keyring.json").exists() && !b_dir.path.join("keys/keyring.json").exists());
+
+    for (name, pw) in [("db.one", "database passphrase 1"), ("db.two", "database passphrase 2")] {
+        let mut cmd = ward();
+        cmd.args(["user", "add", name, "--role", "patient", "--password-stdin", "--config", &cfg, "--data-dir"])
+            .arg(&a_dir.path)
+            .env(env[0].0, env[0].1);
+        assert!(run(cmd, Some(&format!("{pw}\n"))).status.success());
+    }
+    let one = login(&a, "db.one", "database passphrase 1").await;
+    let two_on_b = login(&b, "db.two", "database passphrase 2").await;
+    let two_id = b
+        .client()
+        .get(b.at("/v1/auth/session"))
+        .bearer_auth(&two_on_b)
+        .send()
+        .await
+        .expect("s")
+        .json::<Value>()
+        .await
+        .expect("json")["user"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    let dialog_on = |server: &Server, token: String, members: Vec<String>| {
+        let (c, url) = (server.client(), server.at("/v1/dialogs"));
+        async move {
+            let res = c.post(url).bearer_auth(token).json(&json!({"type": "group", "members": members})).send().await;
+            let res = res.expect("dialog");
+            assert_eq!(res.status(), 201);
+            res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string()
+        }
+    };
+    let send_on = |server: &Server, token: String, dialog: String, body: String| {
+        let (c, url) = (server.client(), server.at(&format!("/v1/dialogs/{dialog}/messages")));
+        async move {
+            let res = c.post(url).bearer_auth(token).json(&json!({"body": body})).send().await.expect("send");
+            assert_eq!(res.status(), 201);
+        }
+    };
+    let read_on = |server: &Server, token: String, dialog: String| {
+        let (c, url) = (server.client(), server.at(&format!("/v1/dialogs/{dialog}/messages")));
+        async move {
+            let res = c.get(url).bearer_auth(token).send().await.expect("history");
+            assert_eq!(res.status(), 200);
+            let page: Value = res.json().await.expect("json");
+            page["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .map(|m| m["body"].as_str().expect("b").to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let first = dialog_on(&a, one.clone(), vec![two_id.clone()]).await;
+    send_on(&a, one.clone(), first.clone(), "written on node A".into()).await;
+    assert_eq!(read_on(&b, two_on_b.clone(), first.clone()).await, ["written on node A"]);
+
+    let mut cmd = ward();
+    cmd.args(["keys", "rotate", "--config", &cfg, "--data-dir"]).arg(&b_dir.path).env(env[0].0, env[0].1);
+    let out = run(cmd, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Node A's CLI sees both versions in the database keyring, version 2 active.
+    let mut cmd = ward();
+    cmd.args(["keys", "status", "--config", &cfg, "--data-dir"]).arg(&a_dir.path).env(env[0].0, env[0].1);
+    let out = run(cmd, None);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let active: Vec<&str> = text.lines().filter(|l| l.contains("active") && !l.contains("decrypt")).collect();
+    assert!(active.len() == 1 && active[0].starts_with('2'), "version 2 is active: {text}");
+    // A dialog made on B after the rotation gets a data key wrapped by version 2; node A,
+    // which loaded version 1 only, finds version 2 in the database when it meets it.
+    let one_id = a
+        .client()
+        .get(a.at("/v1/auth/session"))
+        .bearer_auth(&one)
+        .send()
+        .await
+        .expect("s")
+        .json::<Value>()
+        .await
+        .expect("json")["user"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let after = dialog_on(&b, two_on_b.clone(), vec![one_id]).await;
+    send_on(&b, two_on_b.clone(), after.clone(), "written on node B after rotation".into()).await;
+    assert_eq!(read_on(&a, one.clone(), after).await, ["written on node B after rotation"]);
+    assert_eq!(read_on(&a, one, first).await, ["written on node A"]);
+
+    for (server, node) in [(a, &a_dir), (b, &b_dir)] {
+        signal(&server.child, "TERM");
+        assert_eq!(server.wait_exit().code(), Some(0));
+        assert!(!node.path.join("keys/keyring.json").exists(), "no keyring file on any node");
+    }
+}
