@@ -109,6 +109,32 @@ impl Caller {
     }
 }
 
+/// The roles that take part in conversations. `admin` and `auditor` read no PHI, and a
+/// temporary credential or API key acting with one of those roles gets none either.
+pub const CONVERSATION_ROLES: [ward_auth::Role; 4] =
+    [ward_auth::Role::Clinician, ward_auth::Role::Staff, ward_auth::Role::Patient, ward_auth::Role::Service];
+
+impl Caller {
+    /// Lets the request on only if the caller holds one of `roles` (for the credential in
+    /// use: a temporary credential or API key acts with its one role); otherwise 403
+    /// `forbidden`, recorded as `denied` under `action`. Until the policy engine (#7) this
+    /// is the minimum-necessary rule for PHI routes.
+    pub async fn require_any(&self, state: &AppState, roles: &[ward_auth::Role], action: &str) -> Result<(), ApiError> {
+        if roles.iter().any(|r| self.who.has_role(*r)) {
+            return Ok(());
+        }
+        let names: Vec<String> = roles.iter().map(ToString::to_string).collect();
+        let event =
+            self.ctx.event(action, ward_audit::Outcome::Denied).reason(format!("requires one of {}", names.join(", ")));
+        state.audit.record_alone(&event).await?;
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this requires one of the roles {}", names.join(", ")),
+        ))
+    }
+}
+
 /// A caller whose session may still lack the second factor its role requires. Only the
 /// routes that let such a user enroll, read its session and log out take this; every
 /// other route takes [`Caller`], which refuses it with 403 `mfa_required`.

@@ -174,6 +174,10 @@ impl CheckpointSigner {
                     .map_err(|_| KeyError::Malformed { path: path.to_path_buf() })?;
                 if sealer.is_some() {
                     let sealed_text = key_file_text(path, &secret, sealer)?;
+                    // Overwrite the plain key's bytes in place before the sealed file
+                    // replaces it, so they do not linger in the old file's blocks (on a
+                    // copy-on-write or flash device, only encryption of the disk helps).
+                    scrub_file(path).map_err(io)?;
                     replace_file(path, sealed_text.as_bytes()).map_err(io)?;
                     tracing::info!(path = %path.display(), "sealed the plain audit signing key file");
                 }
@@ -218,6 +222,14 @@ fn key_file_text(
             Ok(Zeroizing::new(format!("{SEALED_PREFIX}{}\n", STANDARD.encode(sealed))))
         }
     }
+}
+
+/// Overwrites a file's contents with zeros, in place, and syncs it.
+fn scrub_file(path: &Path) -> std::io::Result<()> {
+    let len = fs::metadata(path)?.len();
+    let mut f = OpenOptions::new().write(true).open(path)?;
+    f.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])?;
+    f.sync_all()
 }
 
 /// Writes `bytes` to a 0600 temporary file beside `path`, syncs it and renames it over `path`.

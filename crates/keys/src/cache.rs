@@ -106,6 +106,9 @@ struct Entry {
 struct Inner {
     by_id: HashMap<Uuid, Entry>,
     by_scope: HashMap<String, Uuid>,
+    /// Keys destroyed on this node, kept for one `ttl` so that a lookup racing the erase
+    /// (it read the wrapped key before the erase committed) cannot cache it again.
+    destroyed: HashMap<Uuid, Instant>,
 }
 
 impl Inner {
@@ -201,8 +204,12 @@ impl KeyCache {
             return;
         }
         let mut inner = self.lock();
+        let ttl = self.settings.ttl;
+        inner.destroyed.retain(|_, at| at.elapsed() < ttl);
+        if inner.destroyed.contains_key(&id) {
+            return;
+        }
         if !inner.by_id.contains_key(&id) && inner.by_id.len() >= self.settings.capacity {
-            let ttl = self.settings.ttl;
             let stale: Vec<Uuid> =
                 inner.by_id.iter().filter(|(_, e)| e.loaded.elapsed() >= ttl).map(|(id, _)| *id).collect();
             for old in stale {
@@ -220,9 +227,13 @@ impl KeyCache {
         inner.by_id.insert(id, Entry { key: key.clone(), scope: scope.to_string(), loaded: Instant::now(), uses: 1 });
     }
 
-    /// Drops a key (it was destroyed).
+    /// Drops a destroyed key and refuses to cache it again for one `ttl`.
     pub fn forget(&self, id: Uuid) {
-        self.lock().remove(id);
+        let mut inner = self.lock();
+        inner.remove(id);
+        if self.settings.enabled() {
+            inner.destroyed.insert(id, Instant::now());
+        }
     }
 
     /// How many keys are cached now.
@@ -291,5 +302,7 @@ mod tests {
         on.put(id, "dialog/a", &DataKey::generate());
         on.forget(id);
         assert!(on.get(id).is_none() && on.get_scope("dialog/a").is_none());
+        on.put(id, "dialog/a", &DataKey::generate());
+        assert!(on.get(id).is_none(), "a lookup that raced the erase does not bring the key back");
     }
 }

@@ -90,6 +90,29 @@ impl DataKeys {
         }
     }
 
+    /// The key another process made for `scope` at the same moment, once its commit is
+    /// visible (a batch commit may take a few milliseconds).
+    async fn made_elsewhere(&self, scope: &str) -> Result<(Uuid, DataKey), KeyError> {
+        for _ in 0..50 {
+            if let Some(found) = self.find(scope).await? {
+                return Ok(found);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(KeyError::Keyring(format!("the data key of {scope} was made elsewhere but never became visible")))
+    }
+
+    /// Readiness: unwraps the pepper's data key through the key store itself, never from
+    /// the cache, so an unreachable HSM or KMS shows in `/readyz`.
+    pub async fn probe(&self) -> Result<(), KeyError> {
+        let r = self
+            .store
+            .data_key_by_scope(PEPPER_SCOPE)
+            .await?
+            .ok_or_else(|| KeyError::Destroyed(PEPPER_SCOPE.into()))?;
+        self.unwrap_record(&r).await.map(drop)
+    }
+
     /// The key with this id (as recorded beside the data it encrypts).
     pub async fn by_id(&self, id: Uuid) -> Result<DataKey, KeyError> {
         if let Some(key) = self.cache.get(id) {
@@ -126,6 +149,25 @@ impl DataKeys {
         Ok((id, key))
     }
 
+    /// A new data key for a scope that has none yet (a new record's own scope, such as
+    /// `dialog/<new id>`), generated and wrapped before any transaction opens, so that a
+    /// slow HSM or KMS never holds the database's write lock. Store the record with
+    /// `insert_data_key` in the transaction of the data it protects.
+    pub async fn prepare(&self, scope: &str, now: OffsetDateTime) -> Result<(DataKeyRecord, DataKey), KeyError> {
+        let id = Uuid::now_v7();
+        self.cache.metrics().key_store_call("generate");
+        let (key, wrapped) = self.keys.generate(&Self::aad(scope, id)).await?;
+        let record = DataKeyRecord {
+            id,
+            scope: scope.to_string(),
+            key_version: i64::from(wrapped.version),
+            wrapped: wrapped.ciphertext,
+            created_at: now,
+            destroyed_at: None,
+        };
+        Ok((record, key))
+    }
+
     /// [`DataKeys::get_or_create`] in a transaction of its own. When another process made
     /// the key at the same moment, that key is returned.
     pub async fn get_or_create_alone(&self, scope: &str, now: OffsetDateTime) -> Result<(Uuid, DataKey), KeyError> {
@@ -133,11 +175,17 @@ impl DataKeys {
         let made = self.get_or_create(&mut *tx, scope, now).await;
         let committed = match made {
             Ok(found) => tx.commit().await.map(|()| found),
+            // The insert itself met the other process's key (the conflict shows there, not
+            // at commit).
+            Err(KeyError::Store(StoreError::Conflict(_))) => {
+                drop(tx);
+                return self.made_elsewhere(scope).await;
+            }
             Err(e) => return Err(e),
         };
         match committed {
             Ok(found) => Ok(found),
-            Err(StoreError::Conflict(_)) => self.find(scope).await?.ok_or_else(|| KeyError::Destroyed(scope.into())),
+            Err(StoreError::Conflict(_)) => self.made_elsewhere(scope).await,
             Err(e) => Err(e.into()),
         }
     }
@@ -242,8 +290,8 @@ impl DataKeys {
             if batch.is_empty() {
                 return Ok(report);
             }
-            let mut tx = self.store.begin().await?;
-            let mut done = 0u64;
+            // Key-store calls first, so the write lock is held only for the updates.
+            let mut rewrapped = Vec::with_capacity(batch.len());
             for record in &batch {
                 let key = self.unwrap_record(record).await?;
                 self.cache.metrics().key_store_call("wrap");
@@ -251,6 +299,11 @@ impl DataKeys {
                 if wrapped.version <= u32::try_from(record.key_version).unwrap_or(u32::MAX) {
                     return Err(KeyError::Keyring("the active master version did not advance".into()));
                 }
+                rewrapped.push((record, wrapped));
+            }
+            let mut tx = self.store.begin().await?;
+            let mut done = 0u64;
+            for (record, wrapped) in rewrapped {
                 let to = i64::from(wrapped.version);
                 if tx.rewrap_data_key(record.id, record.key_version, to, &wrapped.ciphertext).await? {
                     done += 1;
@@ -361,6 +414,11 @@ mod tests {
         }
         assert_eq!(unwraps(&keys), 1, "one unwrap, then the cache");
         assert_eq!(keys.metrics().hits.get(), 99);
+        keys.get_or_create_alone(PEPPER_SCOPE, now).await.expect("pepper");
+        keys.find(PEPPER_SCOPE).await.expect("find").expect("cached now");
+        let before = unwraps(&keys);
+        keys.probe().await.expect("probe");
+        assert_eq!(unwraps(&keys), before + 1, "the readiness probe always asks the key store");
 
         let off = DataKeys::with_cache(store.clone(), keys.key_store().clone(), CacheSettings::OFF);
         for _ in 0..10 {

@@ -59,8 +59,9 @@ impl Messaging {
         }
 
         let id = Uuid::now_v7();
-        let mut tx = self.store.begin().await?;
-        let (key_id, key) = self.keys.get_or_create(&mut *tx, &dialog_scope(id), ctx.now).await?;
+        // The key is made before the transaction: an HSM or KMS call never holds the lock.
+        let (key_record, key) = self.keys.prepare(&dialog_scope(id), ctx.now).await?;
+        let key_id = key_record.id;
         let name_sealed =
             name.as_ref().map(|n| ward_keys::seal(&key, &dialog_name_aad(id, key_id), n.as_bytes())).transpose()?;
         let record = DialogRecord {
@@ -73,12 +74,16 @@ impl Messaging {
             created_at: ctx.now,
             last_seq: 0,
         };
+        let mut tx = self.store.begin().await?;
+        tx.insert_data_key(&key_record).await?;
         match tx.insert_dialog(&record).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) if record.pair_key.is_some() => {
                 drop(tx);
                 let pair = record.pair_key.as_deref().unwrap_or_default();
-                let existing = self.store.private_dialog(pair).await?.ok_or(MessagingError::NotFound)?;
+                let existing = crate::service::eventually(|| self.store.private_dialog(pair))
+                    .await?
+                    .ok_or(MessagingError::NotFound)?;
                 return Ok((self.dialog(ctx, existing.id).await?, false));
             }
             Err(e) => return Err(e.into()),

@@ -48,7 +48,7 @@ impl Messaging {
             && let Some(first) = self.store.message_by_client_id(dialog_id, me, client_id).await?
         {
             let key = self.keys.by_id(first.data_key_id).await?;
-            return Ok((Self::open_message(&key, &first)?, false));
+            return self.replay(ctx, &key, &first).await;
         }
         let key = self.dialog_key(&dialog).await?;
         let id = Uuid::now_v7();
@@ -72,12 +72,14 @@ impl Messaging {
         match tx.insert_message(&record).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) if new.client_msg_id.is_some() => {
-                // The same client id raced in from another request: answer with that one.
+                // The same client id raced in from another request: answer with that one,
+                // once its commit is visible (it may sit in the same commit batch).
                 drop(tx);
                 let client_id = new.client_msg_id.as_deref().unwrap_or_default();
-                let first =
-                    self.store.message_by_client_id(dialog_id, me, client_id).await?.ok_or(MessagingError::NotFound)?;
-                return Ok((Self::open_message(&key, &first)?, false));
+                let first = crate::service::eventually(|| self.store.message_by_client_id(dialog_id, me, client_id))
+                    .await?
+                    .ok_or(MessagingError::NotFound)?;
+                return self.replay(ctx, &key, &first).await;
             }
             Err(e) => return Err(e.into()),
         }
@@ -102,6 +104,22 @@ impl Messaging {
             deleted_at: None,
         };
         Ok((message, true))
+    }
+
+    /// Answers a repeated `client_msg_id` with the first message, recorded as a read of it.
+    async fn replay(
+        &self,
+        ctx: &Context,
+        key: &ward_keys::DataKey,
+        first: &MessageRecord,
+    ) -> Result<(Message, bool), MessagingError> {
+        let event = ctx
+            .event("message.read", Outcome::Success)
+            .resource(format!("message/{}", first.id))
+            .detail("dialog_id", first.dialog_id.to_string())
+            .detail("replay", true);
+        self.audit.record_alone(&event).await?;
+        Ok((Self::open_message(key, first)?, false))
     }
 
     /// A page of a dialog's history for a member (recorded as one `message.read` naming the

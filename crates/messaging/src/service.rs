@@ -50,8 +50,8 @@ impl DialogKind {
     }
 }
 
-/// What a caller asks for when creating a dialog.
-#[derive(Debug, Clone)]
+/// What a caller asks for when creating a dialog. `Debug` leaves out the name (PHI).
+#[derive(Clone)]
 pub struct NewDialog {
     pub kind: DialogKind,
     pub name: Option<String>,
@@ -59,16 +59,16 @@ pub struct NewDialog {
     pub members: Vec<Uuid>,
 }
 
-/// What a caller sends.
-#[derive(Debug, Clone)]
+/// What a caller sends. `Debug` leaves out the body (PHI).
+#[derive(Clone)]
 pub struct NewMessage {
     pub body: String,
     pub client_msg_id: Option<String>,
     pub attachments: Vec<Uuid>,
 }
 
-/// A dialog as its members see it.
-#[derive(Debug, Clone, Serialize)]
+/// A dialog as its members see it. `Debug` leaves out the name and last message.
+#[derive(Clone, Serialize)]
 pub struct Dialog {
     pub id: Uuid,
     #[serde(rename = "type")]
@@ -88,7 +88,8 @@ pub struct Dialog {
 }
 
 /// A message as members see it. A deleted message keeps its place (`seq`) with no body.
-#[derive(Debug, Clone, Serialize)]
+/// `Debug` leaves out the body.
+#[derive(Clone, Serialize)]
 pub struct Message {
     pub id: Uuid,
     pub seq: i64,
@@ -106,7 +107,7 @@ pub struct Message {
 }
 
 /// A page of history and the cursors to go on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct History {
     pub messages: Vec<Message>,
     /// `seq` to pass as `after` for newer messages, or as `before` for older ones
@@ -210,5 +211,64 @@ impl Messaging {
             }
             None => Ok(None),
         }
+    }
+}
+
+/// Reads until the row is there: after a uniqueness conflict with another request, whose
+/// commit may still be in flight (a commit batch takes milliseconds). Gives up after 1 s.
+pub(crate) async fn eventually<T, F, Fut>(mut read: F) -> Result<Option<T>, ward_storage::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, ward_storage::StoreError>>,
+{
+    for _ in 0..50 {
+        if let Some(found) = read().await? {
+            return Ok(Some(found));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    read().await
+}
+
+impl std::fmt::Debug for NewDialog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewDialog").field("kind", &self.kind).field("members", &self.members).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for NewMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewMessage")
+            .field("body_bytes", &self.body.len())
+            .field("attachments", &self.attachments)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Dialog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialog")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("members", &self.members)
+            .field("last_seq", &self.last_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("id", &self.id)
+            .field("dialog_id", &self.dialog_id)
+            .field("seq", &self.seq)
+            .field("sender_id", &self.sender_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History").field("messages", &self.messages).field("next_cursor", &self.next_cursor).finish()
     }
 }

@@ -739,25 +739,40 @@ async fn mark_read_only_raises(store: &dyn Store) {
 async fn dialogs_of_user_newest_activity_first(store: &dyn Store) {
     let (users, key) = messaging_fixture(store, &["list.a", "list.b"]).await;
     let (a, b) = (users[0].id, users[1].id);
-    let t = now();
+    // Times in the past, so that messages sent now are the newest activity.
+    let t = now() - Duration::from_secs(600);
     let at = |secs: u64| t + Duration::from_secs(secs);
-    let quiet_old = DialogRecord { created_at: at(1), ..dialog("group", None, key, a) };
-    let quiet_new = DialogRecord { created_at: at(2), ..dialog("group", None, key, a) };
+    let quiet_old = DialogRecord { created_at: at(10), ..dialog("group", None, key, a) };
+    let quiet_new = DialogRecord { created_at: at(30), ..dialog("group", None, key, a) };
     let busy = DialogRecord { created_at: at(0), ..dialog("group", None, key, b) };
+    let chatty_long_ago = DialogRecord { created_at: at(0), ..dialog("group", None, key, a) };
     let not_mine = dialog("group", None, key, b);
     insert_dialog(store, &quiet_old, &[a]).await;
     insert_dialog(store, &quiet_new, &[a, b]).await;
     insert_dialog(store, &busy, &[b, a]).await;
+    insert_dialog(store, &chatty_long_ago, &[a]).await;
     insert_dialog(store, &not_mine, &[b]).await;
     send(store, &busy, b, None).await;
     send(store, &busy, a, None).await;
+    for _ in 0..3 {
+        // More messages than `busy`, all sent at t + 20 s: older than `quiet_new`'s creation.
+        let mut tx = store.begin().await.expect("begin");
+        let seq = tx.next_seq(chatty_long_ago.id).await.expect("seq").expect("dialog");
+        let m = MessageRecord { created_at: at(20), ..message(&chatty_long_ago, seq, a, None) };
+        tx.insert_message(&m).await.expect("insert");
+        tx.commit().await.expect("commit");
+    }
 
     let mine = store.dialogs_of_user(a).await.expect("dialogs");
     let ids: Vec<_> = mine.iter().map(|(d, _)| d.id).collect();
-    assert_eq!(ids, [busy.id, quiet_new.id, quiet_old.id], "by last_seq, then newest created");
+    assert_eq!(
+        ids,
+        [busy.id, quiet_new.id, chatty_long_ago.id, quiet_old.id],
+        "by the newest message's time, else the creation time; not by message count"
+    );
     assert_eq!(mine[0].0, DialogRecord { last_seq: 2, ..busy.clone() }, "the dialog as stored");
     assert!(mine.iter().all(|(d, m)| m.dialog_id == d.id && m.user_id == a), "each with the user's membership");
-    assert_eq!((mine[0].1.role.as_str(), mine[2].1.role.as_str()), ("member", "owner"));
+    assert_eq!((mine[0].1.role.as_str(), mine[3].1.role.as_str()), ("member", "owner"));
     assert!(store.dialogs_of_user(Uuid::now_v7()).await.expect("none").is_empty());
 }
 

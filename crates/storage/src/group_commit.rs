@@ -41,15 +41,22 @@ pub(crate) struct Batch<DB: Database> {
 pub trait Engine: Database {
     /// The statement that opens a physical write transaction.
     const BEGIN: &'static str;
+    /// A statement run right after [`Engine::BEGIN`], if any.
+    const AFTER_BEGIN: Option<&'static str>;
 }
 
 impl Engine for sqlx::Sqlite {
     /// Take the write lock at once, so no transaction fails half-way on lock upgrade.
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    const AFTER_BEGIN: Option<&'static str> = None;
 }
 
 impl Engine for sqlx::Postgres {
     const BEGIN: &'static str = "BEGIN";
+    /// Every write appends to the audit chain and so locks `audit_head` anyway; taking that
+    /// lock first gives every physical transaction the same lock order, so two nodes can
+    /// never deadlock on (dialog row, audit head) taken in opposite orders.
+    const AFTER_BEGIN: Option<&'static str> = Some("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE");
 }
 
 /// Shared by every write transaction of one store.
@@ -76,7 +83,11 @@ where
         let mut guard = self.batch.clone().lock_owned().await;
         self.queued.fetch_sub(1, Ordering::SeqCst);
         if guard.tx.is_none() {
-            guard.tx = Some(self.pool.begin_with(DB::BEGIN).await?);
+            let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+            if let Some(sql) = DB::AFTER_BEGIN {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+            }
+            guard.tx = Some(tx);
             guard.opened = Some(Instant::now());
         }
         guard.savepoints += 1;

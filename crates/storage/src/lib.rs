@@ -280,7 +280,7 @@ pub trait MessagingStore {
     /// The private dialog of a pair (`DialogRecord::pair_key`), if there is one.
     async fn private_dialog(&self, pair_key: &str) -> Result<Option<DialogRecord>>;
     /// Every dialog `user_id` is a member of, with that membership, newest activity first
-    /// (by `last_seq` then `created_at`).
+    /// (the time of its newest message, or of its creation).
     async fn dialogs_of_user(&self, user_id: Uuid) -> Result<Vec<(DialogRecord, MemberRecord)>>;
     /// The members of a dialog, by `joined_at`.
     async fn members(&self, dialog_id: Uuid) -> Result<Vec<MemberRecord>>;

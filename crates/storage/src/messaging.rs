@@ -139,8 +139,10 @@ pub(crate) mod sql {
          FROM dialogs WHERE pair_key = $1";
     pub const DIALOGS_OF_USER: &str = "SELECT d.id, d.kind, d.name_sealed, d.data_key_id, d.pair_key, d.created_by, \
          d.created_at, d.last_seq, m.dialog_id, m.user_id, m.role, m.joined_at, m.last_read_seq \
-         FROM dialog_members m JOIN dialogs d ON d.id = m.dialog_id WHERE m.user_id = $1 \
-         ORDER BY d.last_seq DESC, d.created_at DESC, d.id DESC";
+         FROM dialog_members m JOIN dialogs d ON d.id = m.dialog_id \
+         LEFT JOIN messages last ON last.dialog_id = d.id AND last.seq = d.last_seq \
+         WHERE m.user_id = $1 \
+         ORDER BY COALESCE(last.created_at, d.created_at) DESC, d.id DESC";
     /// `ON CONFLICT DO NOTHING`: a taken pair (or id) affects no row, reported as a conflict.
     pub const INSERT_DIALOG: &str = "INSERT INTO dialogs (id, kind, name_sealed, data_key_id, pair_key, created_by, \
          created_at, last_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";

@@ -55,8 +55,14 @@ pub async fn rotate(
     let services = startup::services(&config).await?;
     let ctx = crate::admin::cli_context();
     if !resume_only {
+        let before = services.keys.status().await.map_err(fail)?.active_version;
         let version = services.keys.rotate(&services.audit, &ctx).await.map_err(fail)?;
-        println!("created master key version {version}");
+        if version > before {
+            println!("created master key version {version}");
+        } else {
+            // AWS KMS rotates the key material behind one key id; old ciphertexts still open.
+            println!("rotated the key material of master key version {version} inside the key store");
+        }
     }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

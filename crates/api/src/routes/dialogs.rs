@@ -12,7 +12,7 @@ use ward_storage::HistoryQuery;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, CONVERSATION_ROLES, Caller};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +65,7 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<NewDialogRequest>,
 ) -> Result<(StatusCode, Json<Dialog>), ApiError> {
+    caller.require_any(&state, &CONVERSATION_ROLES, "dialog.create").await?;
     let new = NewDialog { kind: body.kind, name: body.name, members: body.members };
     let (dialog, created) = state.messaging.create_dialog(&caller.ctx, new).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(dialog)))
@@ -74,6 +75,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/dialogs", tag = "dialogs", security(("bearer" = [])),
     responses((status = 200, body = DialogList)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<DialogList>, ApiError> {
+    caller.require_any(&state, &CONVERSATION_ROLES, "dialog.list").await?;
     Ok(Json(DialogList { dialogs: state.messaging.dialogs(&caller.ctx).await? }))
 }
 
@@ -85,6 +87,7 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Dialog>, ApiError> {
+    caller.require_any(&state, &CONVERSATION_ROLES, "dialog.read").await?;
     Ok(Json(state.messaging.dialog(&caller.ctx, id).await?))
 }
 
@@ -99,6 +102,7 @@ pub async fn send(
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<NewMessageRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
+    caller.require_any(&state, &CONVERSATION_ROLES, "message.create").await?;
     let new = NewMessage { body: body.body, client_msg_id: body.client_msg_id, attachments: body.attachments };
     let (message, created) = state.messaging.send(&caller.ctx, id, new).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(message)))
@@ -114,6 +118,7 @@ pub async fn history(
     Path(id): Path<Uuid>,
     Query(params): Query<HistoryParams>,
 ) -> Result<Json<History>, ApiError> {
+    caller.require_any(&state, &CONVERSATION_ROLES, "message.read").await?;
     let query = HistoryQuery { after: params.after, before: params.before, limit: params.limit.unwrap_or(50) };
     Ok(Json(state.messaging.history(&caller.ctx, id, query).await?))
 }

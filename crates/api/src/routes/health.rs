@@ -52,15 +52,7 @@ pub struct Readiness {
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let db = check(state.store.ping()).await;
     let audit = check(state.audit.probe()).await;
-    let mut keys = check(async {
-        state
-            .keys
-            .find(ward_keys::PEPPER_SCOPE)
-            .await?
-            .map(|_| ())
-            .ok_or(ward_keys::KeyError::Destroyed(ward_keys::PEPPER_SCOPE.into()))
-    })
-    .await;
+    let mut keys = check(state.keys.probe()).await;
     keys.warnings = state.keys.key_store().warnings();
     let ready = db.status == "ok" && audit.status == "ok" && keys.status == "ok";
     let body = Readiness {

@@ -91,6 +91,20 @@ async fn message_text_is_never_on_disk_or_in_the_log_and_reads_back_across_rotat
     }
     assert_eq!(bodies(&server, &two, &dialog).await, expected, "members read every message back");
 
+    // The dialog's key came from the cache for nearly every message; the counters show it.
+    let metrics = c.get(server.at("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    let (hits, misses) = (value("ward_data_key_cache_hits_total"), value("ward_data_key_cache_misses_total"));
+    assert!(hits >= 39.0 && hits > misses, "hits {hits}, misses {misses}");
+    assert!(value("ward_key_store_calls_total{op=\"unwrap\"}") >= 1.0);
+
     // A non-member gets 404 on the dialog and its messages, like an unknown id.
     for path in [format!("/v1/dialogs/{dialog}"), format!("/v1/dialogs/{dialog}/messages")] {
         let res = c.get(server.at(&path)).bearer_auth(&outsider).send().await.expect("outsider");
@@ -222,4 +236,13 @@ async fn bad_message_input_answers_in_the_contract_shape_and_stores_nothing() {
     }
     let page: Value = c.get(&url).bearer_auth(&b).send().await.expect("history").json().await.expect("json");
     assert_eq!(page["messages"].as_array().map(Vec::len), Some(0), "nothing was stored: {page}");
+
+    // Minimum necessary: an administrator takes part in no conversation and reads none.
+    add_user(&dir.path, &[], "msg.admin", "admin", "admin passphrase 93");
+    let admin = login(&server, "msg.admin", "admin passphrase 93").await;
+    for req in [c.get(server.at("/v1/dialogs")), c.get(&url), c.post(&url).json(&json!({"body": "hi"}))] {
+        let res = req.bearer_auth(&admin).send().await.expect("admin");
+        assert_eq!(res.status(), 403);
+        assert_eq!(error_code(res).await, "forbidden");
+    }
 }
