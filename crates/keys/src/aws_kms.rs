@@ -30,7 +30,8 @@
 //! `kms:Encrypt`, `kms:Decrypt` and `kms:ListKeyRotations` on the key, and
 //! `kms:RotateKeyOnDemand` for `ward keys rotate` and the scheduled rotation. Credentials and
 //! region come from the usual AWS chain (environment, shared config and credentials files,
-//! SSO, web identity, ECS and EC2 instance roles); `keys.aws_kms.region` and
+//! web identity, ECS and EC2 instance roles; not SSO logins, which are for people and would
+//! add two SDK crates to the build); `keys.aws_kms.region` and
 //! `keys.aws_kms.endpoint` (a VPC endpoint, or a test server) override it.
 //!
 //! **Versions and rotation.** KMS keeps every backing key (key material) of a KMS key and
