@@ -177,6 +177,7 @@ impl From<ward_messaging::MessagingError> for ApiError {
             M::Invalid(m) => Self::invalid_request(m),
             M::TooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string()),
             M::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            M::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             M::Store(s) => s.into(),
             M::Audit(a) => a.into(),
             M::Keys(k) => k.into(),

@@ -16,6 +16,9 @@ pub enum MessagingError {
     /// The caller is a member but lacks the right (e.g. editing another's message).
     #[error("{0}")]
     Forbidden(String),
+    /// The record's state forbids it (e.g. editing a deleted message).
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] ward_storage::StoreError),
     /// The audit record could not be written, so the operation did not happen.

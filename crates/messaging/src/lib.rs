@@ -5,6 +5,7 @@
 //!   (a non-member gets [`MessagingError::NotFound`], recorded as `denied`).
 //! * [`messages`]: sending (gapless per-dialog `seq`, idempotent by `client_msg_id`) and
 //!   reading history.
+//! * [`changes`]: edits, deletes, read receipts, adding and removing members.
 //! * [`sealing`]: the AADs that bind every sealed body and name to its place.
 //!
 //! **Invariants:** a message body and a dialog name are sealed with AES-256-GCM under the
@@ -12,6 +13,7 @@
 //! a member. Every write commits with its audit record; every read is recorded before its
 //! data is returned. Audit records carry ids and counts, never bodies or names.
 
+pub mod changes;
 pub mod dialogs;
 pub mod error;
 pub mod messages;

@@ -52,7 +52,8 @@ impl Messaging {
         }
         let key = self.dialog_key(&dialog).await?;
         let id = Uuid::now_v7();
-        let body_sealed = ward_keys::seal(&key, &message_aad(dialog_id, id, dialog.data_key_id), new.body.as_bytes())?;
+        let body_sealed =
+            ward_keys::seal(&key, &message_aad(dialog_id, id, dialog.data_key_id, 0), new.body.as_bytes())?;
 
         let mut tx = self.store.begin().await?;
         let seq = tx.next_seq(dialog_id).await?.ok_or(MessagingError::NotFound)?;

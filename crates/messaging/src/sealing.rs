@@ -10,9 +10,16 @@ pub fn dialog_scope(dialog_id: Uuid) -> String {
     format!("dialog/{dialog_id}")
 }
 
-/// AAD of a message body.
-pub fn message_aad(dialog_id: Uuid, message_id: Uuid, key_id: Uuid) -> Vec<u8> {
-    format!("ward:message-body|{dialog_id}|{message_id}|{key_id}").into_bytes()
+/// AAD of a message body. `edited_ms` is the edit's time in Unix milliseconds (as stored
+/// in `edited_at`), or 0 for the body as first sent: an earlier body of the same message
+/// (kept in the edit history) copied back into the row does not open.
+pub fn message_aad(dialog_id: Uuid, message_id: Uuid, key_id: Uuid, edited_ms: i64) -> Vec<u8> {
+    format!("ward:message-body|{dialog_id}|{message_id}|{key_id}|{edited_ms}").into_bytes()
+}
+
+/// A time as the store keeps it: Unix milliseconds.
+pub fn stored_ms(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// AAD of a dialog's name.

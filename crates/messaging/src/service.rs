@@ -177,7 +177,8 @@ impl Messaging {
     pub(crate) fn open_message(key: &DataKey, r: &MessageRecord) -> Result<Message, MessagingError> {
         let body = match &r.body_sealed {
             Some(sealed) => {
-                let plain = ward_keys::open(key, &message_aad(r.dialog_id, r.id, r.data_key_id), sealed)?;
+                let edited_ms = r.edited_at.map_or(0, crate::sealing::stored_ms);
+                let plain = ward_keys::open(key, &message_aad(r.dialog_id, r.id, r.data_key_id, edited_ms), sealed)?;
                 Some(
                     String::from_utf8(plain.to_vec())
                         .map_err(|_| MessagingError::Keys(ward_keys::KeyError::Integrity))?,

@@ -197,3 +197,27 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert!(matches!(w.messaging.history(&ann, dialog.id, page(None, None, 0)).await, Err(MessagingError::Invalid(_))));
     assert_eq!(w.messaging.dialog(&ann, dialog.id).await.expect("dialog").last_seq, 0, "no message was stored");
 }
+
+#[tokio::test]
+async fn an_earlier_body_copied_back_over_an_edit_is_refused() {
+    let w = world().await;
+    let ann = as_user(w.users[0]);
+    let new = NewDialog { kind: DialogKind::Private, name: None, members: vec![w.users[1]] };
+    let (dialog, _) = w.messaging.create_dialog(&ann, new).await.expect("create");
+    let (sent, _) = w.messaging.send(&ann, dialog.id, text("as first sent")).await.expect("send");
+    let original = w.store.message_by_id(dialog.id, sent.id).await.expect("read").expect("row").body_sealed;
+    let edited = w.messaging.edit(&ann, dialog.id, sent.id, "as edited".into()).await.expect("edit");
+    assert_eq!(edited.body.as_deref(), Some("as edited"));
+
+    // Put the first body's ciphertext back, keeping the edit's time: refused.
+    let stored = w.store.message_by_id(dialog.id, sent.id).await.expect("read").expect("row");
+    let mut tx = w.store.begin().await.expect("begin");
+    let at = stored.edited_at.expect("edited");
+    assert!(tx.edit_message(dialog.id, sent.id, original.as_deref().expect("sealed"), at).await.expect("swap"));
+    tx.commit().await.expect("commit");
+    let read = w.messaging.history(&ann, dialog.id, page(None, None, 10)).await;
+    assert!(
+        matches!(read, Err(MessagingError::Keys(KeyError::Integrity))),
+        "an old body does not pass for the new one"
+    );
+}

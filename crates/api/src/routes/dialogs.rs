@@ -122,3 +122,93 @@ pub async fn history(
     let query = HistoryQuery { after: params.after, before: params.before, limit: params.limit.unwrap_or(50) };
     Ok(Json(state.messaging.history(&caller.ctx, id, query).await?))
 }
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditRequest {
+    /// The new body (UTF-8, at most `[messaging] max_body_bytes`).
+    body: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadRequest {
+    /// Everything up to and including this `seq` has been read.
+    up_to_seq: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberRequest {
+    user_id: Uuid,
+}
+
+/// Edits the caller's own message.
+#[utoipa::path(patch, path = "/v1/dialogs/{id}/messages/{mid}", tag = "dialogs", security(("bearer" = [])),
+    request_body = EditRequest,
+    responses((status = 200, body = Object), (status = 400), (status = 403), (status = 404), (status = 409),
+        (status = 413)))]
+pub async fn edit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, mid)): Path<(Uuid, Uuid)>,
+    ApiJson(body): ApiJson<EditRequest>,
+) -> Result<Json<Message>, ApiError> {
+    caller.require_any(&state, &CONVERSATION_ROLES, "message.update").await?;
+    Ok(Json(state.messaging.edit(&caller.ctx, id, mid, body.body).await?))
+}
+
+/// Deletes a message (its sender or a dialog admin): the body is erased, a tombstone stays.
+#[utoipa::path(delete, path = "/v1/dialogs/{id}/messages/{mid}", tag = "dialogs", security(("bearer" = [])),
+    responses((status = 200, body = Object), (status = 403), (status = 404), (status = 409)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, mid)): Path<(Uuid, Uuid)>,
+) -> Result<Json<Message>, ApiError> {
+    caller.require_any(&state, &CONVERSATION_ROLES, "message.delete").await?;
+    Ok(Json(state.messaging.delete(&caller.ctx, id, mid).await?))
+}
+
+/// Marks the dialog read up to a `seq` (a read receipt; the marker never moves back).
+#[utoipa::path(post, path = "/v1/dialogs/{id}/read", tag = "dialogs", security(("bearer" = [])),
+    request_body = ReadRequest,
+    responses((status = 204), (status = 400), (status = 404)))]
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<ReadRequest>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_any(&state, &CONVERSATION_ROLES, "receipt.read").await?;
+    state.messaging.mark_read(&caller.ctx, id, body.up_to_seq).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Adds a member to a group (a dialog admin only).
+#[utoipa::path(post, path = "/v1/dialogs/{id}/members", tag = "dialogs", security(("bearer" = [])),
+    request_body = MemberRequest,
+    responses((status = 204), (status = 400), (status = 403), (status = 404)))]
+pub async fn add_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<MemberRequest>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_any(&state, &CONVERSATION_ROLES, "dialog.member_add").await?;
+    state.messaging.add_member(&caller.ctx, id, body.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a member from a group (a dialog admin, or the member leaving).
+#[utoipa::path(delete, path = "/v1/dialogs/{id}/members/{user_id}", tag = "dialogs", security(("bearer" = [])),
+    responses((status = 204), (status = 400), (status = 403), (status = 404), (status = 409)))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, user_id)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_any(&state, &CONVERSATION_ROLES, "dialog.member_remove").await?;
+    state.messaging.remove_member(&caller.ctx, id, user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -55,6 +55,10 @@ pub fn build(state: AppState) -> Router {
         .routes(routes!(dialogs::create, dialogs::list))
         .routes(routes!(dialogs::get))
         .routes(routes!(dialogs::send, dialogs::history))
+        .routes(routes!(dialogs::edit, dialogs::delete))
+        .routes(routes!(dialogs::read))
+        .routes(routes!(dialogs::add_member))
+        .routes(routes!(dialogs::remove_member))
         .routes(routes!(ws::upgrade))
         .split_for_parts();
     let api = std::sync::Arc::new(api);

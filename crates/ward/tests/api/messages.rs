@@ -246,3 +246,93 @@ async fn bad_message_input_answers_in_the_contract_shape_and_stores_nothing() {
         assert_eq!(error_code(res).await, "forbidden");
     }
 }
+
+#[tokio::test]
+async fn edits_deletes_receipts_and_membership_changes_follow_their_rules_and_are_audited() {
+    let dir = data_dir();
+    for (name, pw) in
+        [("chg.one", "change passphrase 1"), ("chg.two", "change passphrase 2"), ("chg.three", "change passphrase 3")]
+    {
+        add_user(&dir.path, &[], name, "patient", pw);
+    }
+    let server = Server::start(&dir.path, &["--no-tls"], &[]);
+    let c = server.client();
+    let one = login(&server, "chg.one", "change passphrase 1").await;
+    let two = login(&server, "chg.two", "change passphrase 2").await;
+    let three = login(&server, "chg.three", "change passphrase 3").await;
+    let (two_id, three_id) = (user_id(&server, &two).await, user_id(&server, &three).await);
+    let res = c
+        .post(server.at("/v1/dialogs"))
+        .bearer_auth(&one)
+        .json(&json!({"type": "group", "members": [two_id]}))
+        .send()
+        .await
+        .expect("dialog");
+    let dialog = res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    let m1 = send(&server, &two, &dialog, "first, from two").await["id"].as_str().expect("id").to_string();
+    let m2 = send(&server, &one, &dialog, "second, from one").await["id"].as_str().expect("id").to_string();
+    send(&server, &one, &dialog, "third, from one").await;
+    let at = |path: &str| server.at(&format!("/v1/dialogs/{dialog}{path}"));
+    let unread = |token: String| {
+        let c = c.clone();
+        let url = server.at("/v1/dialogs");
+        async move {
+            let list: Value = c.get(url).bearer_auth(token).send().await.expect("list").json().await.expect("json");
+            list["dialogs"][0]["unread_count"].as_i64().expect("unread")
+        }
+    };
+
+    // Read receipts: two has read up to its own message; the marker only moves forward.
+    assert_eq!(unread(two.clone()).await, 2);
+    let res = c.post(at("/read")).bearer_auth(&two).json(&json!({"up_to_seq": 3})).send().await.expect("read");
+    assert_eq!(res.status(), 204);
+    assert_eq!(unread(two.clone()).await, 0);
+    let res = c.post(at("/read")).bearer_auth(&two).json(&json!({"up_to_seq": 99})).send().await.expect("read");
+    assert_eq!(res.status(), 400);
+
+    // Edits: only the sender; the history shows the new body.
+    let res = c.patch(at(&format!("/messages/{m2}"))).bearer_auth(&two).json(&json!({"body": "x"})).send().await;
+    assert_eq!(res.expect("edit").status(), 403);
+    let res = c.patch(at(&format!("/messages/{m2}"))).bearer_auth(&one).json(&json!({"body": "second, edited"})).send();
+    let edited: Value = res.await.expect("edit").json().await.expect("json");
+    assert_eq!((edited["body"].as_str(), edited["edited_at"].is_string()), (Some("second, edited"), true));
+    assert_eq!(bodies(&server, &two, &dialog).await[1], "second, edited");
+
+    // Deletes: the sender or a dialog admin; a tombstone keeps the seq.
+    let res = c.delete(at(&format!("/messages/{m2}"))).bearer_auth(&two).send().await.expect("delete");
+    assert_eq!(res.status(), 403, "a plain member may not delete another's message");
+    let res = c.delete(at(&format!("/messages/{m1}"))).bearer_auth(&one).send().await.expect("delete");
+    assert_eq!(res.status(), 200, "the owner may");
+    let page: Value = c.get(at("/messages")).bearer_auth(&two).send().await.expect("h").json().await.expect("json");
+    assert_eq!(page["messages"][0]["seq"], 1);
+    assert!(page["messages"][0]["body"].is_null() && page["messages"][0]["deleted_at"].is_string(), "{page}");
+    let res = c.delete(at(&format!("/messages/{m1}"))).bearer_auth(&one).send().await.expect("again");
+    assert_eq!(res.status(), 409);
+    let res = c.patch(at(&format!("/messages/{m1}"))).bearer_auth(&two).json(&json!({"body": "y"})).send().await;
+    assert_eq!(res.expect("edit deleted").status(), 409);
+
+    // Membership: admins add and remove; anyone but the owner may leave; a former member
+    // gets 404 like a stranger.
+    let res = c.post(at("/members")).bearer_auth(&two).json(&json!({"user_id": three_id})).send().await;
+    assert_eq!(res.expect("add").status(), 403);
+    let res = c.post(at("/members")).bearer_auth(&one).json(&json!({"user_id": three_id})).send().await;
+    assert_eq!(res.expect("add").status(), 204);
+    assert_eq!(c.get(at("/messages")).bearer_auth(&three).send().await.expect("h").status(), 200);
+    let res = c.delete(at(&format!("/members/{three_id}"))).bearer_auth(&one).send().await.expect("remove");
+    assert_eq!(res.status(), 204);
+    assert_eq!(c.get(at("/messages")).bearer_auth(&three).send().await.expect("h").status(), 404);
+    let res = c.delete(at(&format!("/members/{two_id}"))).bearer_auth(&two).send().await.expect("leave");
+    assert_eq!(res.status(), 204);
+    assert_eq!(c.get(at("")).bearer_auth(&two).send().await.expect("h").status(), 404);
+    let one_id = user_id(&server, &one).await;
+    let res = c.delete(at(&format!("/members/{one_id}"))).bearer_auth(&one).send().await.expect("owner leaves");
+    assert_eq!(res.status(), 409);
+
+    let mut cmd = ward();
+    cmd.args(["audit", "export", "--format", "jsonl", "--data-dir"]).arg(&dir.path);
+    let trail = String::from_utf8_lossy(&run(cmd, None).stdout).to_string();
+    for action in ["message.update", "message.delete", "receipt.read", "dialog.member_add", "dialog.member_remove"] {
+        assert!(trail.contains(&format!("\"{action}\"")), "{action} recorded");
+    }
+    assert!(!trail.contains("second, edited") && !trail.contains("first, from two"), "no message text in the trail");
+}
