@@ -57,7 +57,10 @@ impl Messaging {
         self.audit.record(&mut *tx, &event).await?;
         tx.commit().await?;
         let stored = self.store.message_by_id(dialog_id, message_id).await?.ok_or(MessagingError::NotFound)?;
-        Self::open_message(&key, &stored)
+        let message = Self::open_message(&key, &stored)?;
+        let event = serde_json::json!({"type": "message.updated", "dialog_id": dialog_id, "message": &message});
+        self.publish(dialog_id, &[], event).await;
+        Ok(message)
     }
 
     /// Deletes a message (its sender, or a dialog admin): the body and its edit history are
@@ -82,7 +85,10 @@ impl Messaging {
         tx.commit().await?;
         let stored = self.store.message_by_id(dialog_id, message_id).await?.ok_or(MessagingError::NotFound)?;
         let key = self.keys.by_id(stored.data_key_id).await?;
-        Self::open_message(&key, &stored)
+        let message = Self::open_message(&key, &stored)?;
+        let event = serde_json::json!({"type": "message.deleted", "dialog_id": dialog_id, "message": &message});
+        self.publish(dialog_id, &[], event).await;
+        Ok(message)
     }
 
     /// Moves the caller's read marker up to `up_to_seq` (never back). True when it moved.
@@ -102,6 +108,10 @@ impl Messaging {
             self.audit.record(&mut *tx, &event).await?;
         }
         tx.commit().await?;
+        if moved {
+            let event = serde_json::json!({"type": "receipt.read", "dialog_id": dialog_id, "user_id": me, "up_to_seq": up_to_seq});
+            self.publish(dialog_id, &[], event).await;
+        }
         Ok(moved)
     }
 
@@ -135,6 +145,10 @@ impl Messaging {
             self.audit.record(&mut *tx, &event).await?;
         }
         tx.commit().await?;
+        if added {
+            let event = serde_json::json!({"type": "dialog.member_added", "dialog_id": dialog_id, "user_id": user_id});
+            self.publish(dialog_id, &[], event).await;
+        }
         Ok(added)
     }
 
@@ -164,6 +178,26 @@ impl Messaging {
             self.audit.record(&mut *tx, &event).await?;
         }
         tx.commit().await?;
+        if removed {
+            let event =
+                serde_json::json!({"type": "dialog.member_removed", "dialog_id": dialog_id, "user_id": user_id});
+            self.publish(dialog_id, &[user_id], event).await;
+        }
         Ok(removed)
+    }
+
+    /// A typing indicator from a member: pushed to the dialog's other members, not stored
+    /// and not audited (it carries no content).
+    pub async fn typing(&self, ctx: &Context, dialog_id: Uuid) -> Result<(), MessagingError> {
+        let me = Self::caller(ctx)?;
+        self.membership(ctx, dialog_id, "dialog.typing").await?;
+        if self.hub.connected_users() == 0 {
+            return Ok(());
+        }
+        let others: Vec<Uuid> =
+            self.store.members(dialog_id).await?.into_iter().map(|m| m.user_id).filter(|u| *u != me).collect();
+        let event = serde_json::json!({"type": "typing", "dialog_id": dialog_id, "user_id": me});
+        self.hub.publish(&others, std::sync::Arc::from(event.to_string()));
+        Ok(())
     }
 }

@@ -120,6 +120,7 @@ impl Messaging {
             unread_count: 0,
             last_message: None,
         };
+        self.publish(id, &[], serde_json::json!({"type": "dialog.created", "dialog": &dialog})).await;
         Ok((dialog, true))
     }
 

@@ -6,6 +6,8 @@
 //! * [`messages`]: sending (gapless per-dialog `seq`, idempotent by `client_msg_id`) and
 //!   reading history.
 //! * [`changes`]: edits, deletes, read receipts, adding and removing members.
+//! * [`events`]: the real-time hub that pushes each committed change to the live
+//!   connections of the dialog's members.
 //! * [`sealing`]: the AADs that bind every sealed body and name to its place.
 //!
 //! **Invariants:** a message body and a dialog name are sealed with AES-256-GCM under the
@@ -16,6 +18,7 @@
 pub mod changes;
 pub mod dialogs;
 pub mod error;
+pub mod events;
 pub mod messages;
 pub mod sealing;
 pub mod service;

@@ -122,6 +122,7 @@ pub struct Messaging {
     pub(crate) audit: AuditLog,
     pub(crate) keys: DataKeys,
     pub(crate) settings: MessagingSettings,
+    pub(crate) hub: crate::events::Hub,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -132,7 +133,31 @@ impl std::fmt::Debug for Messaging {
 
 impl Messaging {
     pub fn new(store: Arc<dyn Store>, audit: AuditLog, keys: DataKeys, settings: MessagingSettings) -> Self {
-        Self { store, audit, keys, settings }
+        Self { store, audit, keys, settings, hub: crate::events::Hub::default() }
+    }
+
+    /// The real-time hub: connections subscribe here for their user's events.
+    pub fn hub(&self) -> &crate::events::Hub {
+        &self.hub
+    }
+
+    /// Publishes an event to the dialog's current members (and `also`, e.g. a member just
+    /// removed), after the change it describes has committed. Skipped when nobody is
+    /// connected to this node; a failure to read the members is logged, never fatal: the
+    /// change itself is durable and clients catch up through history.
+    pub(crate) async fn publish(&self, dialog_id: Uuid, also: &[Uuid], event: serde_json::Value) {
+        if self.hub.connected_users() == 0 {
+            return;
+        }
+        let mut to: Vec<Uuid> = match self.store.members(dialog_id).await {
+            Ok(members) => members.iter().map(|m| m.user_id).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a dialog's members to publish an event");
+                return;
+            }
+        };
+        to.extend_from_slice(also);
+        self.hub.publish(&to, std::sync::Arc::from(event.to_string()));
     }
 
     pub fn settings(&self) -> MessagingSettings {

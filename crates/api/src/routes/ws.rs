@@ -20,6 +20,12 @@
 //!    key) and its user, read-only: a revoked session (logout, revocation), a disabled user
 //!    or a lost role ends the socket with `session.expired` (`revoked`).
 //! 4. Server shutdown closes with 1001.
+//! 5. Events of the user's dialogs (`message.created`, `message.updated`, `message.deleted`,
+//!    `dialog.created`, `dialog.member_added`, `dialog.member_removed`, `receipt.read`,
+//!    `typing`) arrive from the messaging hub, each on a bounded queue of 256 frames; a
+//!    client that lets it fill is closed with 4008 (slow consumer) and resumes through
+//!    history. A client `{"type":"typing","dialog_id"}` frame counts as activity and is
+//!    pushed to the dialog's other members.
 //!
 //! **Only client application frames are activity.** `{"type":"activity"}` (and, later, real
 //! frames such as typing) re-authenticates with the token, which slides the idle deadline.
@@ -62,6 +68,8 @@ const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 const OUTGOING_CAPACITY: usize = 256;
 /// Close code: not (or no longer) authenticated.
 const UNAUTHENTICATED: u16 = 4401;
+/// The client did not keep up with its events; it reconnects and resumes through history.
+const SLOW_CONSUMER: u16 = ward_messaging::events::SLOW_CONSUMER_CLOSE;
 
 /// Opens the real-time channel (WebSocket). Authenticate with a first frame
 /// `{"type":"auth","token":"…"}`; see the module documentation for the protocol.
@@ -181,6 +189,8 @@ enum ClientFrame {
     Auth(String),
     Ping,
     Activity,
+    /// `{"type":"typing","dialog_id":"…"}`: pushed to the dialog's other members.
+    Typing(uuid::Uuid),
 }
 
 /// Reads a client frame. Error messages never quote the input.
@@ -195,6 +205,12 @@ fn parse(text: &str) -> Result<ClientFrame, &'static str> {
             .ok_or("an auth frame needs a string field `token`"),
         "ping" => Ok(ClientFrame::Ping),
         "activity" => Ok(ClientFrame::Activity),
+        "typing" => value
+            .get("dialog_id")
+            .and_then(Value::as_str)
+            .and_then(|id| id.parse().ok())
+            .map(ClientFrame::Typing)
+            .ok_or("a typing frame needs a field `dialog_id` holding a dialog id"),
         _ => Err("unknown frame type"),
     }
 }
@@ -236,6 +252,8 @@ impl Connection {
     }
 
     async fn run(mut self, state: &AppState, socket: &mut WebSocket) -> End {
+        // Subscribed before `ready`, so nothing committed after `ready` is missed.
+        let mut events = state.messaging.hub().subscribe(self.who.user.id);
         let ready = json!({
             "type": "ready",
             "user_id": self.who.user.id,
@@ -255,6 +273,10 @@ impl Connection {
                 _ = check.tick() => self.check(state, socket).await,
                 _ = ping.tick() => write(socket, Message::Ping(Default::default())).await,
                 Some(frame) = self.queued.recv() => write(socket, Message::Text(frame.0)).await,
+                event = events.events.recv() => match event {
+                    Some(frame) => write(socket, Message::Text(Utf8Bytes::from(frame.to_string()))).await,
+                    None => Err(End::Close(SLOW_CONSUMER, "slow consumer: reconnect and resume through history")),
+                },
                 received = socket.recv() => match received {
                     Some(Ok(message)) => self.on_client(state, socket, message).await,
                     Some(Err(_)) | None => Err(End::Gone),
@@ -281,6 +303,19 @@ impl Connection {
         match frame {
             Ok(ClientFrame::Ping) => reply(socket, json!({"type": "pong"})).await,
             Ok(ClientFrame::Activity) => self.activity(state, socket).await,
+            Ok(ClientFrame::Typing(dialog_id)) => {
+                self.activity(state, socket).await?;
+                let ctx =
+                    self.who.context(self.client.ip.clone(), self.client.user_agent.clone(), OffsetDateTime::now_utc());
+                match state.messaging.typing(&ctx, dialog_id).await {
+                    Ok(()) => Ok(()),
+                    Err(ward_messaging::MessagingError::NotFound) => error(socket, "not_found", "no such dialog").await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "typing indicator failed");
+                        error(socket, "unavailable", "the typing indicator could not be sent").await
+                    }
+                }
+            }
             Ok(ClientFrame::Auth(_)) => error(socket, "invalid_request", "already authenticated").await,
             Err(message) => error(socket, "invalid_request", message).await,
         }

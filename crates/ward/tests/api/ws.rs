@@ -267,3 +267,109 @@ async fn ws_server_shutdown_closes_with_1001_and_the_server_exits() {
     let Env { server, _dir } = env;
     assert_eq!(server.wait_exit().code(), Some(0));
 }
+
+/// Members get every event of their dialogs pushed; others get nothing; a removed member
+/// stops receiving.
+#[tokio::test]
+async fn members_receive_their_dialogs_events_and_no_one_else_does() {
+    let env = start(&[]);
+    let server = &env.server;
+    let dir = &server.data_dir;
+    add_user(dir, &[], "ws.patient", "patient", "patient socket passphrase 1");
+    add_user(dir, &[], "ws.outsider", "patient", "patient socket passphrase 2");
+    let staff = login(server, USER, PASSWORD).await;
+    let patient = login(server, "ws.patient", "patient socket passphrase 1").await;
+    let outsider = login(server, "ws.outsider", "patient socket passphrase 2").await;
+    let (mut ws_staff, staff_ready) = ready(server, &staff).await;
+    let (mut ws_patient, patient_ready) = ready(server, &patient).await;
+    let (mut ws_outsider, _) = ready(server, &outsider).await;
+    let patient_id = patient_ready["user_id"].as_str().expect("id").to_string();
+    let c = server.client();
+
+    let res = c
+        .post(server.at("/v1/dialogs"))
+        .bearer_auth(&staff)
+        .json(&json!({"type": "group", "name": "follow-up", "members": [patient_id]}))
+        .send()
+        .await
+        .expect("dialog");
+    assert_eq!(res.status(), 201);
+    let dialog = res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    for ws in [&mut ws_staff, &mut ws_patient] {
+        let event = next_json(ws, SOON).await;
+        assert_eq!(
+            (event["type"].as_str(), event["dialog"]["id"].as_str()),
+            (Some("dialog.created"), Some(dialog.as_str()))
+        );
+    }
+
+    let res = c
+        .post(server.at(&format!("/v1/dialogs/{dialog}/messages")))
+        .bearer_auth(&patient)
+        .json(&json!({"body": "the rash is spreading"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 201);
+    let mid = res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    for ws in [&mut ws_staff, &mut ws_patient] {
+        let event = next_json(ws, SOON).await;
+        assert_eq!(event["type"], "message.created", "{event}");
+        assert_eq!(
+            (event["message"]["seq"].as_i64(), event["message"]["body"].as_str()),
+            (Some(1), Some("the rash is spreading"))
+        );
+    }
+
+    send(&mut ws_staff, json!({"type": "typing", "dialog_id": dialog})).await;
+    let typing = next_json(&mut ws_patient, SOON).await;
+    assert_eq!(
+        (typing["type"].as_str(), typing["user_id"].as_str()),
+        (Some("typing"), staff_ready["user_id"].as_str())
+    );
+    send(&mut ws_outsider, json!({"type": "typing", "dialog_id": dialog})).await;
+    let refused = next_json(&mut ws_outsider, SOON).await;
+    assert_eq!((refused["type"].as_str(), refused["code"].as_str()), (Some("error"), Some("not_found")));
+
+    let res = c
+        .patch(server.at(&format!("/v1/dialogs/{dialog}/messages/{mid}")))
+        .bearer_auth(&patient)
+        .json(&json!({"body": "the rash is spreading fast"}))
+        .send()
+        .await
+        .expect("edit");
+    assert_eq!(res.status(), 200);
+    let res = c
+        .post(server.at(&format!("/v1/dialogs/{dialog}/read")))
+        .bearer_auth(&staff)
+        .json(&json!({"up_to_seq": 1}))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(res.status(), 204);
+    for ws in [&mut ws_staff, &mut ws_patient] {
+        assert_eq!(next_json(ws, SOON).await["type"], "message.updated");
+        assert_eq!(next_json(ws, SOON).await["type"], "receipt.read");
+    }
+
+    let res = c
+        .delete(server.at(&format!("/v1/dialogs/{dialog}/members/{patient_id}")))
+        .bearer_auth(&staff)
+        .send()
+        .await
+        .expect("remove");
+    assert_eq!(res.status(), 204);
+    assert_eq!(next_json(&mut ws_patient, SOON).await["type"], "dialog.member_removed");
+    assert_eq!(next_json(&mut ws_staff, SOON).await["type"], "dialog.member_removed");
+    let res = c
+        .post(server.at(&format!("/v1/dialogs/{dialog}/messages")))
+        .bearer_auth(&staff)
+        .json(&json!({"body": "after the removal"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 201);
+    assert_eq!(next_json(&mut ws_staff, SOON).await["type"], "message.created");
+    assert!(next(&mut ws_patient, Duration::from_millis(500)).await.is_none(), "a removed member gets nothing more");
+    assert!(next(&mut ws_outsider, Duration::from_millis(500)).await.is_none(), "a stranger never got anything");
+}
