@@ -336,3 +336,69 @@ async fn edits_deletes_receipts_and_membership_changes_follow_their_rules_and_ar
     }
     assert!(!trail.contains("second, edited") && !trail.contains("first, from two"), "no message text in the trail");
 }
+
+#[tokio::test]
+async fn every_acknowledged_message_survives_kill_9() {
+    let dir = data_dir();
+    add_user(&dir.path, &[], "dur.one", "patient", "durable passphrase 1");
+    add_user(&dir.path, &[], "dur.two", "patient", "durable passphrase 2");
+    let server = Server::start(&dir.path, &["--no-tls"], &[]);
+    let one = login(&server, "dur.one", "durable passphrase 1").await;
+    let two = login(&server, "dur.two", "durable passphrase 2").await;
+    let two_id = user_id(&server, &two).await;
+    let res = server
+        .client()
+        .post(server.at("/v1/dialogs"))
+        .bearer_auth(&one)
+        .json(&json!({"type": "private", "members": [two_id]}))
+        .send()
+        .await
+        .expect("dialog");
+    let dialog = res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+
+    // 150 sends, 10 at a time (so commits are batched), each acknowledged with 201.
+    let mut acknowledged = Vec::new();
+    for round in 0..15 {
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let (c, url, token) = (server.client(), server.at(&format!("/v1/dialogs/{dialog}/messages")), one.clone());
+            let body = format!("durable {}", round * 10 + i);
+            tasks.push(tokio::spawn(async move {
+                let res = c.post(url).bearer_auth(token).json(&json!({"body": body})).send().await.expect("send");
+                assert_eq!(res.status(), 201);
+                res.json::<Value>().await.expect("json")["seq"].as_i64().expect("seq")
+            }));
+        }
+        for t in tasks {
+            acknowledged.push(t.await.expect("join"));
+        }
+    }
+    acknowledged.sort_unstable();
+    assert_eq!(acknowledged, (1..=150).collect::<Vec<_>>(), "150 acknowledged, seq without gaps");
+
+    signal(&server.child, "KILL");
+    let _ = server.wait_exit();
+    let server = Server::start(&dir.path, &["--no-tls"], &[]);
+    let one = login(&server, "dur.one", "durable passphrase 1").await;
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: Value = server
+            .client()
+            .get(server.at(&format!("/v1/dialogs/{dialog}/messages?after={after}&limit=200")))
+            .bearer_auth(&one)
+            .send()
+            .await
+            .expect("history")
+            .json()
+            .await
+            .expect("json");
+        let messages = page["messages"].as_array().expect("messages").clone();
+        seen.extend(messages.iter().map(|m| m["seq"].as_i64().expect("seq")));
+        match page["next_cursor"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, (1..=150).collect::<Vec<_>>(), "every acknowledged message is there after kill -9");
+}
