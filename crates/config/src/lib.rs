@@ -8,7 +8,7 @@
 //! value came from. Nothing here reads the process environment or the disk on its own:
 //! the caller passes the file text and the variables in, which keeps loading testable.
 //!
-//! Sections without settings yet (`cluster`, `files`, `retention`,
+//! Sections without settings yet (`files`, `retention`,
 //! `backup`) are accepted as empty tables; they gain keys as their features land, and
 //! until then any key in them is reported as unknown rather than silently ignored.
 

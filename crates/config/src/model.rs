@@ -18,7 +18,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub keys: KeysConfig,
     pub audit: AuditConfig,
-    pub cluster: EmptySection,
+    pub cluster: ClusterConfig,
     pub files: EmptySection,
     pub messaging: MessagingConfig,
     pub retention: EmptySection,
@@ -29,6 +29,23 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmptySection {}
+
+/// `[cluster]`: several nodes behind one service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server that relays real-time events between nodes (`nats://host:4222`); unset:
+    /// one node, events stay local.
+    pub nats_url: Option<String>,
+    /// The NATS subject of this deployment's events (nodes of one deployment share it).
+    pub nats_subject: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { nats_url: None, nats_subject: "ward.events".into() }
+    }
+}
 
 /// `[messaging]`: dialogs and messages.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -431,6 +448,16 @@ impl Config {
         }
         in_range("auth.api_key_max_days", self.auth.api_key_max_days, 1, 3_650)?;
         in_range("keys.rotation_days", self.keys.rotation_days, 90, 2_560)?;
+        if let Some(url) = &self.cluster.nats_url
+            && !(url.starts_with("nats://") || url.starts_with("tls://"))
+        {
+            return Err(ConfigError::invalid("cluster.nats_url", "expected nats://host:port or tls://host:port"));
+        }
+        if self.cluster.nats_subject.is_empty()
+            || !self.cluster.nats_subject.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(ConfigError::invalid("cluster.nats_subject", "letters, digits, `.`, `_` and `-` only"));
+        }
         in_range("messaging.max_body_bytes", self.messaging.max_body_bytes, 1, 1024 * 1024)?;
         in_range("messaging.max_group_members", self.messaging.max_group_members, 2, 100_000)?;
         in_range("keys.cache_ttl_s", self.keys.cache_ttl_s, 0, 3_600)?;
@@ -558,6 +585,9 @@ impl Config {
     /// The configuration as TOML with every secret replaced by `REDACTED`.
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
+        if let Some(url) = &shown.cluster.nats_url {
+            shown.cluster.nats_url = Some(redact_url(url));
+        }
         if let Some(url) = &shown.database.url {
             shown.database.url = Some(redact_url(url));
         }

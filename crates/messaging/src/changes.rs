@@ -191,7 +191,7 @@ impl Messaging {
     pub async fn typing(&self, ctx: &Context, dialog_id: Uuid) -> Result<(), MessagingError> {
         let me = Self::caller(ctx)?;
         self.membership(ctx, dialog_id, "dialog.typing").await?;
-        if self.hub.connected_users() == 0 {
+        if !self.hub.has_audience() {
             return Ok(());
         }
         let others: Vec<Uuid> =

@@ -10,10 +10,9 @@
 //! waits.
 //!
 //! The recipients are the dialog's members when the event is published (read from the
-//! store by the caller), so a removed member stops receiving at once. Events reach the
-//! connections of this node; several nodes relay them over NATS (`[cluster] nats_url`,
-//! not built yet: until then run one node, or expect events only on the node that made
-//! them).
+//! store by the caller), so a removed member stops receiving at once. With several nodes,
+//! [`Hub::attach_relay`] also hands every event to the cluster relay (NATS, in the `ward`
+//! binary), and events from other nodes come back in through [`Hub::deliver`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +29,9 @@ pub const SLOW_CONSUMER_CLOSE: u16 = 4008;
 /// One serialized event frame, shared by every recipient.
 pub type EventFrame = Arc<str>;
 
+/// An event on its way to other nodes: its recipients and frame.
+pub type Relayed = (Vec<Uuid>, EventFrame);
+
 /// Each user's live connections: (subscription id, queue).
 type Subscribers = HashMap<Uuid, Vec<(u64, mpsc::Sender<EventFrame>)>>;
 
@@ -43,7 +45,12 @@ pub struct Hub {
 struct Inner {
     next: AtomicU64,
     subscribers: Mutex<Subscribers>,
+    /// Where events also go to reach other nodes (the cluster relay), when there is one.
+    relay: Mutex<Option<mpsc::Sender<Relayed>>>,
 }
+
+/// Events queued for the cluster relay before new ones are dropped (and logged).
+pub const RELAY_QUEUE: usize = 10_000;
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,9 +102,35 @@ impl Hub {
         }
     }
 
-    /// Offers `frame` to every connection of `recipients`, never waiting. Returns how many
-    /// connections took it.
+    /// Sends every published event to other nodes too, through `relay` (see the `ward`
+    /// binary's cluster module). Returns the receiving end.
+    pub fn attach_relay(&self) -> mpsc::Receiver<Relayed> {
+        let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+        *self.inner.relay.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        rx
+    }
+
+    /// True when an event may have a recipient: a local connection, or other nodes.
+    pub fn has_audience(&self) -> bool {
+        self.connected_users() > 0 || self.inner.relay.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    /// Offers `frame` to every connection of `recipients` on this node and hands it to the
+    /// cluster relay, never waiting. Returns how many local connections took it.
     pub fn publish(&self, recipients: &[Uuid], frame: EventFrame) -> usize {
+        let delivered = self.deliver(recipients, frame.clone());
+        let relay = self.inner.relay.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(relay) = relay
+            && relay.try_send((recipients.to_vec(), frame)).is_err()
+        {
+            tracing::warn!("the cluster relay is behind: an event did not reach the other nodes");
+        }
+        delivered
+    }
+
+    /// Offers `frame` to this node's connections of `recipients` only (events arriving
+    /// from other nodes). Returns how many connections took it.
+    pub fn deliver(&self, recipients: &[Uuid], frame: EventFrame) -> usize {
         let mut delivered = 0;
         let mut subs = self.lock();
         for user in recipients {

@@ -146,7 +146,7 @@ impl Messaging {
     /// connected to this node; a failure to read the members is logged, never fatal: the
     /// change itself is durable and clients catch up through history.
     pub(crate) async fn publish(&self, dialog_id: Uuid, also: &[Uuid], event: serde_json::Value) {
-        if self.hub.connected_users() == 0 {
+        if !self.hub.has_audience() {
             return;
         }
         let mut to: Vec<Uuid> = match self.store.members(dialog_id).await {

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod audit_cmd;
 pub mod cli;
+pub mod cluster;
 pub mod datadir;
 pub mod keys_cmd;
 pub mod serve;

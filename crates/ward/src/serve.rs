@@ -58,12 +58,28 @@ pub async fn run(
         None
     };
 
+    let messaging = startup::messaging(&config, store.clone(), audit.clone(), keys.clone());
+    let relay_stop = CancellationToken::new();
+    let relay = match &config.cluster.nats_url {
+        Some(url) => Some(
+            crate::cluster::start(
+                url,
+                config.cluster.nats_subject.clone(),
+                messaging.hub().clone(),
+                &keys,
+                relay_stop.clone(),
+            )
+            .await
+            .map_err(|e| Failure::runtime(format!("cluster: {e}")))?,
+        ),
+        None => None,
+    };
     let state = AppState {
         config: Arc::new(config.clone()),
         store: store.clone(),
         accounts: accounts.clone(),
         keys: keys.clone(),
-        messaging: startup::messaging(&config, store.clone(), audit.clone(), keys.clone()),
+        messaging,
         audit: audit.clone(),
         metrics: Arc::new(Metrics::with_key_metrics(Some(keys.metrics()))),
         shutdown: CancellationToken::new(),
@@ -144,6 +160,10 @@ pub async fn run(
     let _ = checkpointer.await;
     let _ = follower.await;
     let _ = key_upkeep.await;
+    relay_stop.cancel();
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
     if let Some(f) = forwarder
         && let Ok(Err(e)) = f.await
     {

@@ -206,3 +206,97 @@ async fn two_nodes_share_the_sealed_keyring_through_the_database() {
         assert!(!node.path.join("keys/keyring.json").exists(), "no keyring file on any node");
     }
 }
+
+/// Two nodes on one PostgreSQL database and NATS: a message sent through node A reaches a
+/// WebSocket on node B; what crosses NATS is sealed.
+#[tokio::test]
+async fn events_cross_nodes_over_nats_sealed() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use serde_json::{Value, json};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let db = TempPostgres::create().await.expect("create test database");
+    let cfg_dir = tempfile::tempdir().expect("tmp");
+    let cfg = cfg_dir.path().join("ward.toml");
+    let subject = format!("ward.test.{}", uuid::Uuid::now_v7().simple());
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nurl = \"{}\"\n[audit]\nsigning_key_file = \"{}\"\n[keys]\nlocal_dir = \"{}\"\n\
+             [cluster]\nnats_url = \"nats://127.0.0.1:4222\"\nnats_subject = \"{subject}\"\n",
+            db.url,
+            cfg_dir.path().join("signing.key").display(),
+            cfg_dir.path().join("keys").display()
+        ),
+    )
+    .expect("config");
+    let cfg = cfg.display().to_string();
+    let eavesdropper = async_nats::connect("nats://127.0.0.1:4222").await.expect("NATS at 127.0.0.1:4222");
+    let mut tap = eavesdropper.subscribe(subject.clone()).await.expect("subscribe");
+
+    let (a_dir, b_dir) = (data_dir(), data_dir());
+    let a = Server::start(&a_dir.path, &["--no-tls", "--config", &cfg], &[]);
+    let b = Server::start(&b_dir.path, &["--no-tls", "--config", &cfg], &[]);
+    add_user(&a_dir.path, &["--config", &cfg], "nats.one", "patient", "nats passphrase 1");
+    add_user(&a_dir.path, &["--config", &cfg], "nats.two", "patient", "nats passphrase 2");
+    let one = login(&a, "nats.one", "nats passphrase 1").await;
+    let two = login(&b, "nats.two", "nats passphrase 2").await; // a session made on B
+
+    let url = format!("{}/v1/ws", b.url.replacen("http://", "ws://", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket on node B");
+    ws.send(Message::text(json!({"type": "auth", "token": two}).to_string())).await.expect("auth");
+    type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+    async fn next(ws: &mut Ws) -> Result<Value, tokio::time::error::Elapsed> {
+        let frame = async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => return serde_json::from_str::<Value>(&t).expect("json"),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), frame).await
+    }
+    let ready = next(&mut ws).await.expect("ready in time");
+    assert_eq!(ready["type"], "ready");
+    let two_id = ready["user_id"].as_str().expect("id").to_string();
+
+    let secret = format!("NATS-MARKER-{}", uuid::Uuid::now_v7().simple());
+    let res = a
+        .client()
+        .post(a.at("/v1/dialogs"))
+        .bearer_auth(&one)
+        .json(&json!({"type": "private", "members": [two_id]}))
+        .send()
+        .await
+        .expect("dialog on A");
+    let dialog = res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    assert_eq!(next(&mut ws).await.expect("dialog.created in time")["type"], "dialog.created");
+    let res = a
+        .client()
+        .post(a.at(&format!("/v1/dialogs/{dialog}/messages")))
+        .bearer_auth(&one)
+        .json(&json!({"body": secret}))
+        .send()
+        .await
+        .expect("send on A");
+    assert_eq!(res.status(), 201);
+    let event = next(&mut ws).await.expect("message.created reached node B");
+    assert_eq!(
+        (event["type"].as_str(), event["message"]["body"].as_str()),
+        (Some("message.created"), Some(secret.as_str()))
+    );
+
+    // What crossed NATS: two envelopes, ids and ciphertext only.
+    for _ in 0..2 {
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), tap.next()).await.expect("in time");
+        let payload = seen.expect("a relayed event").payload;
+        let text = String::from_utf8_lossy(&payload);
+        assert!(text.contains("\"sealed\"") && !text.contains(&secret) && !text.contains("message.created"), "{text}");
+    }
+    for server in [a, b] {
+        signal(&server.child, "TERM");
+        assert_eq!(server.wait_exit().code(), Some(0));
+    }
+}
