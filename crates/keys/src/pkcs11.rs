@@ -791,13 +791,7 @@ fn parse_canonical<T: std::str::FromStr + ToString>(s: &str) -> Option<T> {
 
 /// The AAD of a wrapped data key: `ward:pkcs11-wrap:v1|<version>|<caller aad>`.
 fn wrap_aad(version: u32, aad: &[u8]) -> Vec<u8> {
-    let version = version.to_string();
-    let mut full = Vec::with_capacity(WRAP_AAD_PREFIX.len() + version.len() + 1 + aad.len());
-    full.extend_from_slice(WRAP_AAD_PREFIX);
-    full.extend_from_slice(version.as_bytes());
-    full.push(b'|');
-    full.extend_from_slice(aad);
-    full
+    crate::store::versioned_aad(WRAP_AAD_PREFIX, version, aad)
 }
 
 #[cfg(test)]

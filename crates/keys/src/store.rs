@@ -78,3 +78,15 @@ pub trait KeyStore: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// The AAD of a wrapped data key: `<prefix><version>|<caller's aad>`, so a wrapped key is
+/// bound to its master version as well as to its place. Each backend has its own prefix.
+pub(crate) fn versioned_aad(prefix: &[u8], version: u32, aad: &[u8]) -> Vec<u8> {
+    let version = version.to_string();
+    let mut full = Vec::with_capacity(prefix.len() + version.len() + 1 + aad.len());
+    full.extend_from_slice(prefix);
+    full.extend_from_slice(version.as_bytes());
+    full.push(b'|');
+    full.extend_from_slice(aad);
+    full
+}

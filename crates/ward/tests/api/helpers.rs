@@ -275,3 +275,42 @@ pub async fn refused_soon(server: &Server, token: &str) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The signed-in user's id.
+pub async fn user_id(server: &Server, token: &str) -> String {
+    let res = server.client().get(server.at("/v1/auth/session")).bearer_auth(token).send().await.expect("session");
+    res.json::<serde_json::Value>().await.expect("json")["user"]["id"].as_str().expect("id").to_string()
+}
+
+/// Sends a message and expects 201; returns the message.
+pub async fn send_message(server: &Server, token: &str, dialog: &str, body: &str) -> serde_json::Value {
+    let res = server
+        .client()
+        .post(server.at(&format!("/v1/dialogs/{dialog}/messages")))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "body": body }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 201);
+    res.json().await.expect("json")
+}
+
+/// The bodies of a dialog's first 200 messages, in `seq` order (expects 200).
+pub async fn message_bodies(server: &Server, token: &str, dialog: &str) -> Vec<String> {
+    let res = server
+        .client()
+        .get(server.at(&format!("/v1/dialogs/{dialog}/messages?limit=200")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("history");
+    assert_eq!(res.status(), 200);
+    let page: serde_json::Value = res.json().await.expect("json");
+    page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["body"].as_str().expect("body").to_string())
+        .collect()
+}

@@ -7,42 +7,6 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::secrets_at_rest::files_under;
 
-async fn user_id(server: &Server, token: &str) -> String {
-    let res = server.client().get(server.at("/v1/auth/session")).bearer_auth(token).send().await.expect("session");
-    res.json::<Value>().await.expect("json")["user"]["id"].as_str().expect("id").to_string()
-}
-
-async fn send(server: &Server, token: &str, dialog: &str, body: &str) -> Value {
-    let res = server
-        .client()
-        .post(server.at(&format!("/v1/dialogs/{dialog}/messages")))
-        .bearer_auth(token)
-        .json(&json!({ "body": body }))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(res.status(), 201);
-    res.json().await.expect("json")
-}
-
-async fn bodies(server: &Server, token: &str, dialog: &str) -> Vec<String> {
-    let res = server
-        .client()
-        .get(server.at(&format!("/v1/dialogs/{dialog}/messages?limit=200")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("history");
-    assert_eq!(res.status(), 200);
-    let page: Value = res.json().await.expect("json");
-    page["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| m["body"].as_str().expect("body").to_string())
-        .collect()
-}
-
 fn scan_for(dir: &std::path::Path, log: &str, marker: &str, when: &str) {
     let files = files_under(dir);
     assert!(files.iter().any(|f| f.ends_with("ward.db")), "the scan sees the database");
@@ -85,11 +49,11 @@ async fn message_text_is_never_on_disk_or_in_the_log_and_reads_back_across_rotat
     for i in 0..40 {
         let (token, body) =
             if i % 2 == 0 { (&one, format!("{marker} #{i}")) } else { (&two, format!("{marker} #{i}")) };
-        let sent = send(&server, token, &dialog, &body).await;
+        let sent = send_message(&server, token, &dialog, &body).await;
         assert_eq!(sent["seq"], i + 1);
         expected.push(body);
     }
-    assert_eq!(bodies(&server, &two, &dialog).await, expected, "members read every message back");
+    assert_eq!(message_bodies(&server, &two, &dialog).await, expected, "members read every message back");
 
     // The dialog's key came from the cache for nearly every message; the counters show it.
     let metrics = c.get(server.at("/metrics")).send().await.expect("metrics").text().await.expect("text");
@@ -129,15 +93,15 @@ async fn message_text_is_never_on_disk_or_in_the_log_and_reads_back_across_rotat
     let server = Server::start(&dir.path, &["--no-tls"], &env);
     let one = login(&server, "pat.one", "patient passphrase 81").await;
     let after = format!("{marker} after rotation");
-    send(&server, &one, &dialog, &after).await;
+    send_message(&server, &one, &dialog, &after).await;
     expected.push(after);
-    assert_eq!(bodies(&server, &one, &dialog).await, expected, "old and new messages after rotation");
+    assert_eq!(message_bodies(&server, &one, &dialog).await, expected, "old and new messages after rotation");
     signal(&server.child, "TERM");
     assert_eq!(server.wait_exit().code(), Some(0));
 
     let server = Server::start(&dir.path, &["--no-tls"], &env);
     let two = login(&server, "pat.two", "patient passphrase 82").await;
-    assert_eq!(bodies(&server, &two, &dialog).await, expected, "and after another restart");
+    assert_eq!(message_bodies(&server, &two, &dialog).await, expected, "and after another restart");
     let shown: Value = server
         .client()
         .get(server.at(&format!("/v1/dialogs/{dialog}")))
@@ -269,9 +233,9 @@ async fn edits_deletes_receipts_and_membership_changes_follow_their_rules_and_ar
         .await
         .expect("dialog");
     let dialog = res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
-    let m1 = send(&server, &two, &dialog, "first, from two").await["id"].as_str().expect("id").to_string();
-    let m2 = send(&server, &one, &dialog, "second, from one").await["id"].as_str().expect("id").to_string();
-    send(&server, &one, &dialog, "third, from one").await;
+    let m1 = send_message(&server, &two, &dialog, "first, from two").await["id"].as_str().expect("id").to_string();
+    let m2 = send_message(&server, &one, &dialog, "second, from one").await["id"].as_str().expect("id").to_string();
+    send_message(&server, &one, &dialog, "third, from one").await;
     let at = |path: &str| server.at(&format!("/v1/dialogs/{dialog}{path}"));
     let unread = |token: String| {
         let c = c.clone();
@@ -296,7 +260,7 @@ async fn edits_deletes_receipts_and_membership_changes_follow_their_rules_and_ar
     let res = c.patch(at(&format!("/messages/{m2}"))).bearer_auth(&one).json(&json!({"body": "second, edited"})).send();
     let edited: Value = res.await.expect("edit").json().await.expect("json");
     assert_eq!((edited["body"].as_str(), edited["edited_at"].is_string()), (Some("second, edited"), true));
-    assert_eq!(bodies(&server, &two, &dialog).await[1], "second, edited");
+    assert_eq!(message_bodies(&server, &two, &dialog).await[1], "second, edited");
 
     // Deletes: the sender or a dialog admin; a tombstone keeps the seq.
     let res = c.delete(at(&format!("/messages/{m2}"))).bearer_auth(&two).send().await.expect("delete");

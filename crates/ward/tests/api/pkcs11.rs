@@ -69,24 +69,6 @@ fn add_user_with(dir: &Path, env: &[(&'static str, String)], name: &str, role: &
     assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-async fn history(server: &Server, token: &str, dialog: &str) -> Vec<String> {
-    let res = server
-        .client()
-        .get(server.at(&format!("/v1/dialogs/{dialog}/messages")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("history");
-    assert_eq!(res.status(), 200);
-    let page: Value = res.json().await.expect("json");
-    page["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| m["body"].as_str().expect("body").to_string())
-        .collect()
-}
-
 #[tokio::test]
 async fn softhsm2_holds_the_master_keys_end_to_end_through_rotation_and_restart() {
     let token = Token::new();
@@ -100,18 +82,7 @@ async fn softhsm2_holds_the_master_keys_end_to_end_through_rotation_and_restart(
     let admin = login(&server, "hsm.admin", "admin passphrase 61").await; // MFA secret under a data key
     let pat = login(&server, "hsm.pat", "patient passphrase 62").await;
     let pat2 = login(&server, "hsm.pat2", "patient passphrase 63").await;
-    let pat2_id = c
-        .get(server.at("/v1/auth/session"))
-        .bearer_auth(&pat2)
-        .send()
-        .await
-        .expect("s")
-        .json::<Value>()
-        .await
-        .expect("j")["user"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let pat2_id = user_id(&server, &pat2).await;
 
     let marker = format!("HSM-MARKER-{}", uuid::Uuid::new_v4().simple());
     let res = c
@@ -172,7 +143,7 @@ async fn softhsm2_holds_the_master_keys_end_to_end_through_rotation_and_restart(
     let server = Server::start(&dir.path, &["--no-tls"], &pairs(&env));
     login(&server, "hsm.admin", "admin passphrase 61").await;
     let pat2 = login(&server, "hsm.pat2", "patient passphrase 63").await;
-    assert_eq!(history(&server, &pat2, &dialog).await, expected);
+    assert_eq!(message_bodies(&server, &pat2, &dialog).await, expected);
     signal(&server.child, "TERM");
     assert_eq!(server.wait_exit().code(), Some(0));
 

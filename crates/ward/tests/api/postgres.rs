@@ -120,19 +120,7 @@ async fn two_nodes_share_the_sealed_keyring_through_the_database() {
     }
     let one = login(&a, "db.one", "database passphrase 1").await;
     let two_on_b = login(&b, "db.two", "database passphrase 2").await;
-    let two_id = b
-        .client()
-        .get(b.at("/v1/auth/session"))
-        .bearer_auth(&two_on_b)
-        .send()
-        .await
-        .expect("s")
-        .json::<Value>()
-        .await
-        .expect("json")["user"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let two_id = user_id(&b, &two_on_b).await;
 
     let dialog_on = |server: &Server, token: String, members: Vec<String>| {
         let (c, url) = (server.client(), server.at("/v1/dialogs"));
@@ -143,31 +131,9 @@ async fn two_nodes_share_the_sealed_keyring_through_the_database() {
             res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string()
         }
     };
-    let send_on = |server: &Server, token: String, dialog: String, body: String| {
-        let (c, url) = (server.client(), server.at(&format!("/v1/dialogs/{dialog}/messages")));
-        async move {
-            let res = c.post(url).bearer_auth(token).json(&json!({"body": body})).send().await.expect("send");
-            assert_eq!(res.status(), 201);
-        }
-    };
-    let read_on = |server: &Server, token: String, dialog: String| {
-        let (c, url) = (server.client(), server.at(&format!("/v1/dialogs/{dialog}/messages")));
-        async move {
-            let res = c.get(url).bearer_auth(token).send().await.expect("history");
-            assert_eq!(res.status(), 200);
-            let page: Value = res.json().await.expect("json");
-            page["messages"]
-                .as_array()
-                .expect("messages")
-                .iter()
-                .map(|m| m["body"].as_str().expect("b").to_string())
-                .collect::<Vec<_>>()
-        }
-    };
-
     let first = dialog_on(&a, one.clone(), vec![two_id.clone()]).await;
-    send_on(&a, one.clone(), first.clone(), "written on node A".into()).await;
-    assert_eq!(read_on(&b, two_on_b.clone(), first.clone()).await, ["written on node A"]);
+    send_message(&a, &one, &first, "written on node A").await;
+    assert_eq!(message_bodies(&b, &two_on_b, &first).await, ["written on node A"]);
 
     let mut cmd = ward();
     cmd.args(["keys", "rotate", "--config", &cfg, "--data-dir"]).arg(&b_dir.path).env(env[0].0, env[0].1);
@@ -182,23 +148,11 @@ async fn two_nodes_share_the_sealed_keyring_through_the_database() {
     assert!(active.len() == 1 && active[0].starts_with('2'), "version 2 is active: {text}");
     // A dialog made on B after the rotation gets a data key wrapped by version 2; node A,
     // which loaded version 1 only, finds version 2 in the database when it meets it.
-    let one_id = a
-        .client()
-        .get(a.at("/v1/auth/session"))
-        .bearer_auth(&one)
-        .send()
-        .await
-        .expect("s")
-        .json::<Value>()
-        .await
-        .expect("json")["user"]["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let one_id = user_id(&a, &one).await;
     let after = dialog_on(&b, two_on_b.clone(), vec![one_id]).await;
-    send_on(&b, two_on_b.clone(), after.clone(), "written on node B after rotation".into()).await;
-    assert_eq!(read_on(&a, one.clone(), after).await, ["written on node B after rotation"]);
-    assert_eq!(read_on(&a, one, first).await, ["written on node A"]);
+    send_message(&b, &two_on_b, &after, "written on node B after rotation").await;
+    assert_eq!(message_bodies(&a, &one, &after).await, ["written on node B after rotation"]);
+    assert_eq!(message_bodies(&a, &one, &first).await, ["written on node A"]);
 
     for (server, node) in [(a, &a_dir), (b, &b_dir)] {
         signal(&server.child, "TERM");
