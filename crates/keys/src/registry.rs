@@ -134,19 +134,9 @@ impl DataKeys {
         if let Some(found) = self.find(scope).await? {
             return Ok(found);
         }
-        let id = Uuid::now_v7();
-        self.cache.metrics().key_store_call("generate");
-        let (key, wrapped) = self.keys.generate(&Self::aad(scope, id)).await?;
-        let record = DataKeyRecord {
-            id,
-            scope: scope.to_string(),
-            key_version: i64::from(wrapped.version),
-            wrapped: wrapped.ciphertext,
-            created_at: now,
-            destroyed_at: None,
-        };
+        let (record, key) = self.prepare(scope, now).await?;
         tx.insert_data_key(&record).await?;
-        Ok((id, key))
+        Ok((record.id, key))
     }
 
     /// A new data key for a scope that has none yet (a new record's own scope, such as
