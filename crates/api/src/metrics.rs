@@ -47,10 +47,17 @@ impl Metrics {
 
     /// Metrics including the data-key cache's and key store's counters.
     pub fn with_key_metrics(keys: Option<&ward_keys::CacheMetrics>) -> Self {
+        Self::with_sources(|registry| {
+            if let Some(keys) = keys {
+                keys.register(registry);
+            }
+        })
+    }
+
+    /// Metrics including those `register` adds (other modules' counters).
+    pub fn with_sources(register: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("ward");
-        if let Some(keys) = keys {
-            keys.register(&mut registry);
-        }
+        register(&mut registry);
         let requests = Family::<RouteLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         let pool_size = Gauge::default();

@@ -178,7 +178,29 @@ pub struct Accounts {
     hashing: Arc<tokio::sync::Semaphore>,
     /// Validated sessions (see [`crate::cache`]).
     pub(crate) cache: Arc<SessionCache>,
+    /// Every change read from the session-change feed, for live connections (WebSockets)
+    /// that must end when their session or user does.
+    changes: tokio::sync::broadcast::Sender<SessionChanged>,
 }
+
+/// A change that may end sessions: one session, or (with `session_id` `None`) every
+/// session and API key of a user (disable, password, roles, key revocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionChanged {
+    pub user_id: Uuid,
+    pub session_id: Option<Uuid>,
+}
+
+impl SessionChanged {
+    /// Whether this change may concern the credential `credential_id` of `user_id`.
+    pub fn concerns(&self, user_id: Uuid, credential_id: Uuid) -> bool {
+        self.user_id == user_id && self.session_id.is_none_or(|s| s == credential_id)
+    }
+}
+
+/// Changes buffered per listener; a listener that falls further behind is told it lagged
+/// and must re-check everything it holds.
+const CHANGES_BUFFER: usize = 1024;
 
 impl Accounts {
     pub fn new(
@@ -204,7 +226,15 @@ impl Accounts {
             per_ip,
             hashing,
             cache: Arc::new(SessionCache::new(DEFAULT_CACHE_TTL)),
+            changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
         }
+    }
+
+    /// Listens to the session-change feed as [`Accounts::follow_session_changes`] reads it
+    /// (from every node and CLI command). A `Lagged` receive means changes were missed:
+    /// re-check the credential.
+    pub fn session_changes(&self) -> tokio::sync::broadcast::Receiver<SessionChanged> {
+        self.changes.subscribe()
     }
 
     /// Sets how long a validated session may be served from memory (0 turns the cache
@@ -603,6 +633,8 @@ impl Accounts {
                             Some(id) => self.cache.forget_session(id),
                             None => self.cache.forget_user(c.user_id),
                         }
+                        // No listener is not an error.
+                        let _ = self.changes.send(SessionChanged { user_id: c.user_id, session_id: c.session_id });
                     }
                     since = started - OVERLAP;
                     seen.retain(|_, at| *at >= since);

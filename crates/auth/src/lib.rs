@@ -17,7 +17,7 @@ mod types;
 
 pub use accounts::{
     Accounts, AuthSettings, Authenticated, CredentialKind, CredentialSettings, LoginOutcome, LoginSuccess,
-    SessionLimits, UserRef,
+    SessionChanged, SessionLimits, UserRef,
 };
 pub use api_keys::{API_KEY_PREFIX, ApiKeyView, NewApiKey};
 pub use error::AuthError;

@@ -55,11 +55,17 @@ pub struct MessagingConfig {
     pub max_body_bytes: u64,
     /// Most members of a group dialog.
     pub max_group_members: u64,
+    /// Where push notifications for offline members are POSTed (HTTPS; plain HTTP only to
+    /// a loopback address). Unset: no push notifications. Carries ids only, never PHI.
+    pub push_webhook_url: Option<String>,
+    /// The HMAC-SHA256 key that signs each push notification (at least 32 characters);
+    /// required with `push_webhook_url`. Best given as `WARD_MESSAGING_PUSH_WEBHOOK_SECRET`.
+    pub push_webhook_secret: Option<String>,
 }
 
 impl Default for MessagingConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 64 * 1024, max_group_members: 1_000 }
+        Self { max_body_bytes: 64 * 1024, max_group_members: 1_000, push_webhook_url: None, push_webhook_secret: None }
     }
 }
 
@@ -381,6 +387,39 @@ fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError
 }
 
 impl Config {
+    /// `[messaging] push_webhook_url` and its secret: HTTPS (plain HTTP to loopback only),
+    /// and a secret of at least 32 characters, both or neither.
+    fn check_push_webhook(&self) -> Result<(), ConfigError> {
+        let m = &self.messaging;
+        let Some(raw) = &m.push_webhook_url else {
+            if m.push_webhook_secret.is_some() {
+                return Err(ConfigError::invalid("messaging.push_webhook_secret", "set without push_webhook_url"));
+            }
+            return Ok(());
+        };
+        let key = "messaging.push_webhook_url";
+        let url = url::Url::parse(raw).map_err(|_| ConfigError::invalid(key, "not a valid URL"))?;
+        let loopback = match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => return Err(ConfigError::invalid(key, "must use https (plain http only to a loopback address)")),
+            _ => return Err(ConfigError::invalid(key, "must be an https:// URL")),
+        }
+        match &m.push_webhook_secret {
+            None => Err(ConfigError::invalid("messaging.push_webhook_secret", "required with push_webhook_url")),
+            Some(secret) if secret.chars().count() < 32 => {
+                Err(ConfigError::invalid("messaging.push_webhook_secret", "must be at least 32 characters"))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Checks every bound and cross-field rule; the first violation is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
@@ -460,6 +499,7 @@ impl Config {
         }
         in_range("messaging.max_body_bytes", self.messaging.max_body_bytes, 1, 1024 * 1024)?;
         in_range("messaging.max_group_members", self.messaging.max_group_members, 2, 100_000)?;
+        self.check_push_webhook()?;
         in_range("keys.cache_ttl_s", self.keys.cache_ttl_s, 0, 3_600)?;
         in_range("keys.cache_max_uses", self.keys.cache_max_uses, 1, 4_294_967_296)?;
         in_range("keys.cache_capacity", self.keys.cache_capacity, 1, 1_000_000)?;
@@ -560,6 +600,7 @@ impl Config {
             "auth.api_key_max_days",
             "messaging.max_body_bytes",
             "messaging.max_group_members",
+            "messaging.push_webhook_url",
             "keys.backend",
             "keys.keyring",
             "keys.rotation_days",
@@ -593,6 +634,12 @@ impl Config {
         }
         if let Some(url) = &shown.keys.aws_kms.endpoint {
             shown.keys.aws_kms.endpoint = Some(redact_url(url));
+        }
+        if let Some(url) = &shown.messaging.push_webhook_url {
+            shown.messaging.push_webhook_url = Some(redact_url(url));
+        }
+        if shown.messaging.push_webhook_secret.is_some() {
+            shown.messaging.push_webhook_secret = Some("REDACTED".into());
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }

@@ -13,12 +13,19 @@
 //! store by the caller), so a removed member stops receiving at once. With several nodes,
 //! [`Hub::attach_relay`] also hands every event to the cluster relay (NATS, in the `ward`
 //! binary), and events from other nodes come back in through [`Hub::deliver`].
+//!
+//! **Presence.** [`Hub::online`] tells whether a user has a live connection on this node
+//! or, as last reported by the cluster relay ([`Hub::set_remote_presence`]), on another
+//! node; a report older than [`PRESENCE_TTL`] no longer counts. Push notifications go to
+//! members who are not online. [`Hub::presence_changed`] wakes the relay when a user's
+//! first connection opens or last one closes here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 /// Frames queued per connection before it counts as a slow consumer.
@@ -47,7 +54,15 @@ struct Inner {
     subscribers: Mutex<Subscribers>,
     /// Where events also go to reach other nodes (the cluster relay), when there is one.
     relay: Mutex<Option<mpsc::Sender<Relayed>>>,
+    /// The users connected to each other node, as that node last reported, and when.
+    remote: Mutex<HashMap<Uuid, (HashSet<Uuid>, Instant)>>,
+    /// Signalled when the set of users connected here changes.
+    presence: Notify,
 }
+
+/// How long another node's presence report counts without a newer one (nodes report every
+/// few seconds, and at once on a change).
+pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
 
 /// Events queued for the cluster relay before new ones are dropped (and logged).
 pub const RELAY_QUEUE: usize = 10_000;
@@ -88,7 +103,15 @@ impl Hub {
     pub fn subscribe_with_capacity(&self, user: Uuid, capacity: usize) -> Subscription {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().entry(user).or_default().push((id, tx));
+        let first = {
+            let mut subs = self.lock();
+            let list = subs.entry(user).or_default();
+            list.push((id, tx));
+            list.len() == 1
+        };
+        if first {
+            self.inner.presence.notify_one();
+        }
         Subscription { hub: self.clone(), user, id, events: rx }
     }
 
@@ -98,8 +121,40 @@ impl Hub {
             list.retain(|(i, _)| *i != id);
             if list.is_empty() {
                 subs.remove(&user);
+                self.inner.presence.notify_one();
             }
         }
+    }
+
+    /// Whether `user` has a live connection here, or on another node as last reported.
+    pub fn online(&self, user: Uuid) -> bool {
+        if self.lock().contains_key(&user) {
+            return true;
+        }
+        let remote = self.inner.remote.lock().unwrap_or_else(PoisonError::into_inner);
+        remote.values().any(|(users, at)| at.elapsed() < PRESENCE_TTL && users.contains(&user))
+    }
+
+    /// The users with a live connection on this node.
+    pub fn local_users(&self) -> Vec<Uuid> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// Records which users another node reports connected (an empty set: none, or the
+    /// node stopped).
+    pub fn set_remote_presence(&self, node: Uuid, users: HashSet<Uuid>) {
+        let mut remote = self.inner.remote.lock().unwrap_or_else(PoisonError::into_inner);
+        remote.retain(|_, (_, at)| at.elapsed() < PRESENCE_TTL);
+        if users.is_empty() {
+            remote.remove(&node);
+        } else {
+            remote.insert(node, (users, Instant::now()));
+        }
+    }
+
+    /// Resolves when the set of users connected here may have changed since the last call.
+    pub async fn presence_changed(&self) {
+        self.inner.presence.notified().await;
     }
 
     /// Sends every published event to other nodes too, through `relay` (see the `ward`
@@ -146,6 +201,7 @@ impl Hub {
             });
             if list.is_empty() {
                 subs.remove(user);
+                self.inner.presence.notify_one();
             }
         }
         delivered
@@ -184,5 +240,22 @@ mod tests {
         assert_eq!(fast.events.len(), 3, "the other connection got everything");
         drop((a1, a2, s, slow, fast));
         assert_eq!(hub.connected_users(), 0, "dropped subscriptions leave the hub");
+    }
+
+    #[tokio::test]
+    async fn presence_is_local_connections_and_fresh_reports_of_other_nodes() {
+        let hub = Hub::default();
+        let (here, there, nowhere, node) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let sub = hub.subscribe(here);
+        tokio::time::timeout(Duration::from_secs(1), hub.presence_changed()).await.expect("a first connection signals");
+        hub.set_remote_presence(node, HashSet::from([there]));
+        assert!(hub.online(here) && hub.online(there));
+        assert!(!hub.online(nowhere));
+        assert_eq!(hub.local_users(), vec![here]);
+        drop(sub);
+        tokio::time::timeout(Duration::from_secs(1), hub.presence_changed()).await.expect("a last close signals");
+        assert!(!hub.online(here), "no connection left here");
+        hub.set_remote_presence(node, HashSet::new());
+        assert!(!hub.online(there), "the node reported nobody");
     }
 }

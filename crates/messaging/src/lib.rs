@@ -8,6 +8,8 @@
 //! * [`changes`]: edits, deletes, read receipts, adding and removing members.
 //! * [`events`]: the real-time hub that pushes each committed change to the live
 //!   connections of the dialog's members.
+//! * [`push`]: the HMAC-signed webhook that tells an app which offline members have a new
+//!   message (ids only, never PHI).
 //! * [`sealing`]: the AADs that bind every sealed body and name to its place.
 //!
 //! **Invariants:** a message body and a dialog name are sealed with AES-256-GCM under the
@@ -20,6 +22,7 @@ pub mod dialogs;
 pub mod error;
 pub mod events;
 pub mod messages;
+pub mod push;
 pub mod sealing;
 pub mod service;
 

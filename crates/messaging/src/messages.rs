@@ -104,12 +104,7 @@ impl Messaging {
             edited_at: None,
             deleted_at: None,
         };
-        self.publish(
-            dialog_id,
-            &[],
-            serde_json::json!({"type": "message.created", "dialog_id": dialog_id, "message": &message}),
-        )
-        .await;
+        self.publish_message(&message).await;
         Ok((message, true))
     }
 

@@ -123,6 +123,8 @@ pub struct Messaging {
     pub(crate) keys: DataKeys,
     pub(crate) settings: MessagingSettings,
     pub(crate) hub: crate::events::Hub,
+    /// The push webhook for offline members, when configured.
+    pub(crate) pusher: Option<crate::push::Pusher>,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -133,7 +135,18 @@ impl std::fmt::Debug for Messaging {
 
 impl Messaging {
     pub fn new(store: Arc<dyn Store>, audit: AuditLog, keys: DataKeys, settings: MessagingSettings) -> Self {
-        Self { store, audit, keys, settings, hub: crate::events::Hub::default() }
+        Self { store, audit, keys, settings, hub: crate::events::Hub::default(), pusher: None }
+    }
+
+    /// The push webhook's counters, when one is configured.
+    pub fn push_metrics(&self) -> Option<&crate::push::PushMetrics> {
+        self.pusher.as_ref().map(crate::push::Pusher::metrics)
+    }
+
+    /// Sends push notifications for offline members through `pusher`.
+    pub fn with_push(mut self, pusher: crate::push::Pusher) -> Self {
+        self.pusher = Some(pusher);
+        self
     }
 
     /// The real-time hub: connections subscribe here for their user's events.
@@ -149,15 +162,46 @@ impl Messaging {
         if !self.hub.has_audience() {
             return;
         }
-        let mut to: Vec<Uuid> = match self.store.members(dialog_id).await {
-            Ok(members) => members.iter().map(|m| m.user_id).collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read a dialog's members to publish an event");
-                return;
-            }
-        };
+        let Some(mut to) = self.recipients(dialog_id).await else { return };
         to.extend_from_slice(also);
         self.hub.publish(&to, std::sync::Arc::from(event.to_string()));
+    }
+
+    /// Publishes a new message's event, and hands its members who are online nowhere
+    /// (except the sender) to the push webhook.
+    pub(crate) async fn publish_message(&self, message: &Message) {
+        if !self.hub.has_audience() && self.pusher.is_none() {
+            return;
+        }
+        let Some(members) = self.recipients(message.dialog_id).await else { return };
+        if self.hub.has_audience() {
+            let event =
+                serde_json::json!({"type": "message.created", "dialog_id": message.dialog_id, "message": message});
+            self.hub.publish(&members, std::sync::Arc::from(event.to_string()));
+        }
+        if let Some(pusher) = &self.pusher {
+            let offline: Vec<Uuid> =
+                members.into_iter().filter(|m| *m != message.sender_id && !self.hub.online(*m)).collect();
+            if !offline.is_empty() {
+                pusher.offer(crate::push::Notice {
+                    dialog_id: message.dialog_id,
+                    message_id: message.id,
+                    recipients: offline,
+                    created_at: message.created_at,
+                });
+            }
+        }
+    }
+
+    /// The dialog's current members, or `None` (logged) when they cannot be read.
+    async fn recipients(&self, dialog_id: Uuid) -> Option<Vec<Uuid>> {
+        match self.store.members(dialog_id).await {
+            Ok(members) => Some(members.iter().map(|m| m.user_id).collect()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a dialog's members to publish an event");
+                None
+            }
+        }
     }
 
     pub fn settings(&self) -> MessagingSettings {

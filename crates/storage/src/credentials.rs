@@ -519,6 +519,10 @@ macro_rules! impl_credential_stores {
                     .execute(self.conn())
                     .await?
                     .rows_affected();
+                if n == 1 {
+                    // Live connections made with the key (WebSockets) follow the feed.
+                    self.note_session_change(Some(&user_id.to_string()), None, $crate::rows::millis(now)).await?;
+                }
                 Ok(n == 1)
             }
         }

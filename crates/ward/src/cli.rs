@@ -173,6 +173,9 @@ impl Failure {
 /// Parses arguments, runs the command, and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS crypto provider for every client in the process (push webhook, KMS, NATS).
+    // It can only fail if one is installed already, which is then the one used.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -58,7 +58,7 @@ pub async fn run(
         None
     };
 
-    let messaging = startup::messaging(&config, store.clone(), audit.clone(), keys.clone());
+    let messaging = startup::messaging(&config, store.clone(), audit.clone(), keys.clone())?;
     let relay_stop = CancellationToken::new();
     let relay = match &config.cluster.nats_url {
         Some(url) => Some(
@@ -79,9 +79,14 @@ pub async fn run(
         store: store.clone(),
         accounts: accounts.clone(),
         keys: keys.clone(),
-        messaging,
+        messaging: messaging.clone(),
         audit: audit.clone(),
-        metrics: Arc::new(Metrics::with_key_metrics(Some(keys.metrics()))),
+        metrics: Arc::new(Metrics::with_sources(|registry| {
+            keys.metrics().register(registry);
+            if let Some(push) = messaging.push_metrics() {
+                push.register(registry);
+            }
+        })),
         shutdown: CancellationToken::new(),
         tls: tls.is_some(),
     };

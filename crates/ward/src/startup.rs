@@ -236,10 +236,30 @@ pub async fn accounts(
 }
 
 /// The messaging service, configured from `[messaging]`.
-pub fn messaging(config: &Config, store: Arc<dyn Store>, audit: AuditLog, keys: DataKeys) -> ward_messaging::Messaging {
+pub fn messaging(
+    config: &Config,
+    store: Arc<dyn Store>,
+    audit: AuditLog,
+    keys: DataKeys,
+) -> Result<ward_messaging::Messaging, StartError> {
     let settings = ward_messaging::MessagingSettings {
         max_body_bytes: usize::try_from(config.messaging.max_body_bytes).unwrap_or(usize::MAX),
         max_group_members: usize::try_from(config.messaging.max_group_members).unwrap_or(usize::MAX),
     };
-    ward_messaging::Messaging::new(store, audit, keys, settings)
+    let messaging = ward_messaging::Messaging::new(store, audit, keys, settings);
+    let m = &config.messaging;
+    match (&m.push_webhook_url, &m.push_webhook_secret) {
+        (Some(url), Some(secret)) => {
+            let settings = ward_messaging::push::PushSettings {
+                url: url.clone(),
+                secret: zeroize::Zeroizing::new(secret.as_bytes().to_vec()),
+            };
+            // The delivery task runs as long as the messaging service holds its sender.
+            let (pusher, _task) = ward_messaging::push::Pusher::start(settings)
+                .map_err(|e| StartError::Other(format!("push webhook: {e}")))?;
+            tracing::info!("push notifications for offline members go to the configured webhook");
+            Ok(messaging.with_push(pusher))
+        }
+        _ => Ok(messaging),
+    }
 }

@@ -16,9 +16,13 @@
 //!    again only if activity later moved the deadline more than 60 s away. At the deadline
 //!    it sends `session.expired` (`idle_timeout` or `absolute_timeout`) and closes with
 //!    4401, after letting `Accounts::authenticate` end the session and record
-//!    `session.expired` exactly as for HTTP. Every second it also reads the session (or API
-//!    key) and its user, read-only: a revoked session (logout, revocation), a disabled user
-//!    or a lost role ends the socket with `session.expired` (`revoked`).
+//!    `session.expired` exactly as for HTTP. Revocation comes from the session-change feed
+//!    (`Accounts::session_changes`, fed by every node and CLI command within about 250 ms):
+//!    a change of this session or its user (logout, revocation, disable, role change, API
+//!    key revocation), or a lagging feed, makes the socket read the session (or API key) and
+//!    its user, read-only; one that no longer holds ends the socket with `session.expired`
+//!    (`revoked`). An idle socket costs no database reads: only a timer at its warning and
+//!    its deadline, where it reads the session again (HTTP activity may have moved it).
 //! 4. Server shutdown closes with 1001.
 //! 5. Events of the user's dialogs (`message.created`, `message.updated`, `message.deleted`,
 //!    `dialog.created`, `dialog.member_added`, `dialog.member_removed`, `receipt.read`,
@@ -30,7 +34,7 @@
 //! **Only client application frames are activity.** `{"type":"activity"}` (and, later, real
 //! frames such as typing) re-authenticates with the token, which slides the idle deadline.
 //! Pings, pongs and an open socket are not activity: a screen left open must still log off.
-//! The periodic checks never touch the session; they adopt the stored idle deadline, so
+//! The checks never touch the session; they adopt the stored idle deadline, so
 //! activity over HTTP with the same session keeps the socket alive as well.
 //!
 //! Everything the server pushes on its own (`ready`, `session.expiring`, and later the
@@ -49,9 +53,9 @@ use axum::response::{IntoResponse as _, Response};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, timeout, timeout_at};
-use ward_auth::{AuthError, Authenticated, CredentialKind};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Instant, interval_at, timeout, timeout_at};
+use ward_auth::{AuthError, Authenticated, CredentialKind, SessionChanged};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -59,7 +63,8 @@ use crate::extract::ClientInfo;
 
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(25);
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The shortest wait of the deadline timer.
+const MIN_WAIT: Duration = Duration::from_millis(50);
 const WARN_BEFORE: time::Duration = time::Duration::seconds(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the client's answer to our close frame.
@@ -107,8 +112,10 @@ enum End {
 }
 
 async fn serve(state: AppState, client: ClientInfo, mut socket: WebSocket) {
+    // Listening before authenticating, so a revocation racing the handshake is not missed.
+    let changes = state.accounts.session_changes();
     let end = match handshake(&state, &client, &mut socket).await {
-        Ok((token, who)) => Connection::new(token, who, client).run(&state, &mut socket).await,
+        Ok((token, who)) => Connection::new(token, who, client, changes).run(&state, &mut socket).await,
         Err(end) => end,
     };
     finish(socket, end).await;
@@ -229,6 +236,8 @@ struct Connection {
     /// the user's event sources (subscribed by `who.user.id`).
     outgoing: mpsc::Sender<Frame>,
     queued: mpsc::Receiver<Frame>,
+    /// The session-change feed: a change of this session or user triggers a re-check.
+    changes: broadcast::Receiver<SessionChanged>,
     idle_expires_at: OffsetDateTime,
     expires_at: OffsetDateTime,
     /// `session.expiring` was sent for the current deadline.
@@ -236,7 +245,12 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(token: String, who: Authenticated, client: ClientInfo) -> Self {
+    fn new(
+        token: String,
+        who: Authenticated,
+        client: ClientInfo,
+        changes: broadcast::Receiver<SessionChanged>,
+    ) -> Self {
         let (outgoing, queued) = mpsc::channel(OUTGOING_CAPACITY);
         let (idle_expires_at, expires_at) = (who.session.idle_expires_at, who.session.expires_at);
         Self {
@@ -245,6 +259,7 @@ impl Connection {
             client,
             outgoing,
             queued,
+            changes,
             idle_expires_at,
             expires_at,
             warned: false,
@@ -264,13 +279,18 @@ impl Connection {
         if let Err(end) = self.push(&ready) {
             return end;
         }
-        let mut check = interval(CHECK_EVERY);
-        check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let timer = tokio::time::sleep_until(self.wakeup());
+        tokio::pin!(timer);
         let mut ping = interval_at(Instant::now() + PING_EVERY, PING_EVERY);
         loop {
             let step = tokio::select! {
                 _ = state.shutdown.cancelled() => Err(End::Close(close_code::AWAY, "server shutting down")),
-                _ = check.tick() => self.check(state, socket).await,
+                () = &mut timer => self.on_timer(state, socket).await,
+                change = self.changes.recv() => match change {
+                    Ok(c) if !c.concerns(self.who.user.id, self.who.session.id) => Ok(()),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.recheck(state, socket).await,
+                    Err(broadcast::error::RecvError::Closed) => Err(End::Close(close_code::AWAY, "server shutting down")),
+                },
                 _ = ping.tick() => write(socket, Message::Ping(Default::default())).await,
                 Some(frame) = self.queued.recv() => write(socket, Message::Text(frame.0)).await,
                 event = events.events.recv() => match event {
@@ -285,7 +305,20 @@ impl Connection {
             if let Err(end) = step {
                 return end;
             }
+            let wakeup = self.wakeup();
+            if wakeup != timer.deadline() {
+                timer.as_mut().reset(wakeup);
+            }
         }
+    }
+
+    /// When the timer must next fire: at the warning's time, then at the deadline.
+    fn wakeup(&self) -> Instant {
+        let (deadline, _) = self.deadline();
+        let at = if self.warned { deadline } else { deadline - WARN_BEFORE };
+        let wait = at - OffsetDateTime::now_utc();
+        // Never a busy loop, even if the clock and the stored deadline disagree.
+        Instant::now() + Duration::try_from(wait).unwrap_or_default().max(MIN_WAIT)
     }
 
     /// Queues a server-initiated frame; a full queue means the client stopped reading.
@@ -339,12 +372,20 @@ impl Connection {
         }
     }
 
-    /// The once-a-second check: revocation, then the deadline and its warning.
-    async fn check(&mut self, state: &AppState, socket: &mut WebSocket) -> Result<(), End> {
-        if !self.still_valid(state).await {
-            let reason = self.ended_reason(OffsetDateTime::now_utc());
-            return expire(socket, reason).await;
+    /// A change of this session or user was fed (or changes were missed): reads the
+    /// credential again and ends the socket if it no longer holds.
+    async fn recheck(&mut self, state: &AppState, socket: &mut WebSocket) -> Result<(), End> {
+        if self.still_valid(state).await {
+            return Ok(());
         }
+        let reason = self.ended_reason(OffsetDateTime::now_utc());
+        expire(socket, reason).await
+    }
+
+    /// The timer: the warning before the deadline, or the deadline itself. Activity over
+    /// HTTP may have moved the stored deadline, so the session is read again first.
+    async fn on_timer(&mut self, state: &AppState, socket: &mut WebSocket) -> Result<(), End> {
+        self.recheck(state, socket).await?;
         let now = OffsetDateTime::now_utc();
         let (deadline, idle) = self.deadline();
         if now >= deadline {
@@ -365,8 +406,8 @@ impl Connection {
     }
 
     /// Reads (never touches) the session or API key and its user, adopting the stored
-    /// deadlines. A database error counts as valid: the deadlines are still enforced, and
-    /// the next check retries.
+    /// deadlines. A database error counts as valid: the deadlines are still enforced by the
+    /// clock, and the next change or timer reads again.
     async fn still_valid(&mut self, state: &AppState) -> bool {
         let id = self.who.session.id;
         let user_id = self.who.user.id;

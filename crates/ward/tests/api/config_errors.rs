@@ -147,3 +147,23 @@ fn print_config_shows_the_effective_config_with_secrets_redacted() {
     assert!(shown.contains("db.example") && !shown.contains("hunter2"), "password redacted: {shown}");
     assert!(!d.path.exists(), "print-config touches nothing");
 }
+
+#[test]
+fn push_webhook_needs_https_and_a_long_secret() {
+    let d = data_dir();
+    let secret = ("WARD_MESSAGING_PUSH_WEBHOOK_SECRET", "a push webhook secret of 32+ chars");
+    let plain = ("WARD_MESSAGING_PUSH_WEBHOOK_URL", "http://push.example/hook");
+    assert_one_clear_line(&serve(&d.path, &[], &[plain, secret]), 2, &["messaging.push_webhook_url", "https"]);
+    let url = ("WARD_MESSAGING_PUSH_WEBHOOK_URL", "https://push.example/hook");
+    assert_one_clear_line(&serve(&d.path, &[], &[url]), 2, &["messaging.push_webhook_secret", "required"]);
+    let short = ("WARD_MESSAGING_PUSH_WEBHOOK_SECRET", "short");
+    assert_one_clear_line(&serve(&d.path, &[], &[url, short]), 2, &["messaging.push_webhook_secret", "32"]);
+    assert!(!d.path.exists(), "a refused configuration touches nothing");
+
+    let mut cmd = ward();
+    cmd.args(["serve", "--print-config", "--data-dir"]).arg(&d.path).env(url.0, url.1).env(secret.0, secret.1);
+    let out = run(cmd, None);
+    assert!(out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("push.example") && !shown.contains(secret.1), "the secret is redacted: {shown}");
+}

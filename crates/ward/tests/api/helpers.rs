@@ -314,3 +314,60 @@ pub async fn message_bodies(server: &Server, token: &str, dialog: &str) -> Vec<S
         .map(|m| m["body"].as_str().expect("body").to_string())
         .collect()
 }
+
+/// What a webhook receiver got: headers by lower-case name, and the raw body, per call.
+pub type WebhookCalls = Arc<Mutex<Vec<(std::collections::HashMap<String, String>, String)>>>;
+
+/// A local webhook receiver: answers each call with the next of `statuses` (then 200) and
+/// keeps what it received (headers by lower-case name, raw body).
+pub async fn webhook_receiver(statuses: Vec<u16>) -> (String, WebhookCalls) {
+    let calls: WebhookCalls = Arc::default();
+    let plan = Arc::new(Mutex::new(std::collections::VecDeque::from(statuses)));
+    let (seen, script) = (calls.clone(), plan.clone());
+    let app = axum::Router::new().route(
+        "/push",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (seen, script) = (seen.clone(), script.clone());
+            async move {
+                let headers = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+                    .collect();
+                seen.lock().expect("lock").push((headers, body));
+                let status = script.lock().expect("lock").pop_front().unwrap_or(200);
+                axum::http::StatusCode::from_u16(status).expect("status")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/push", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (url, calls)
+}
+
+/// Checks `Ward-Signature: t=…,v1=…` against the secret and the raw body.
+pub fn signed(headers: &std::collections::HashMap<String, String>, body: &str, secret: &str) -> bool {
+    let Some(sig) = headers.get("ward-signature") else { return false };
+    let mut t = None;
+    let mut v1 = None;
+    for part in sig.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => t = value.parse::<i64>().ok(),
+            Some(("v1", value)) => v1 = hex::decode(value).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else { return false };
+    let fresh = (time::OffsetDateTime::now_utc().unix_timestamp() - t).abs() < 300;
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+    fresh && aws_lc_rs::hmac::verify(&key, format!("{t}.{body}").as_bytes(), &v1).is_ok()
+}
+
+/// Waits up to 10 s until `calls` holds at least `n` calls; returns them.
+pub async fn webhook_calls(calls: &WebhookCalls, n: usize) -> Vec<(std::collections::HashMap<String, String>, String)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while calls.lock().expect("lock").len() < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    calls.lock().expect("lock").clone()
+}

@@ -161,8 +161,11 @@ async fn two_nodes_share_the_sealed_keyring_through_the_database() {
     }
 }
 
+const PUSH_SECRET: &str = "the push secret of this two-node test";
+
 /// Two nodes on one PostgreSQL database and NATS: a message sent through node A reaches a
-/// WebSocket on node B; what crosses NATS is sealed.
+/// WebSocket on node B; what crosses NATS is sealed. Node A knows the member is online on
+/// node B (presence over NATS), so no push notification goes out until they disconnect.
 #[tokio::test]
 async fn events_cross_nodes_over_nats_sealed() {
     use futures_util::{SinkExt as _, StreamExt as _};
@@ -173,11 +176,13 @@ async fn events_cross_nodes_over_nats_sealed() {
     let cfg_dir = tempfile::tempdir().expect("tmp");
     let cfg = cfg_dir.path().join("ward.toml");
     let subject = format!("ward.test.{}", uuid::Uuid::now_v7().simple());
+    let (push_url, pushes) = webhook_receiver(Vec::new()).await;
     std::fs::write(
         &cfg,
         format!(
             "[database]\nurl = \"{}\"\n[audit]\nsigning_key_file = \"{}\"\n[keys]\nlocal_dir = \"{}\"\n\
-             [cluster]\nnats_url = \"nats://127.0.0.1:4222\"\nnats_subject = \"{subject}\"\n",
+             [cluster]\nnats_url = \"nats://127.0.0.1:4222\"\nnats_subject = \"{subject}\"\n\
+             [messaging]\npush_webhook_url = \"{push_url}\"\npush_webhook_secret = \"{PUSH_SECRET}\"\n",
             db.url,
             cfg_dir.path().join("signing.key").display(),
             cfg_dir.path().join("keys").display()
@@ -215,6 +220,8 @@ async fn events_cross_nodes_over_nats_sealed() {
     let ready = next(&mut ws).await.expect("ready in time");
     assert_eq!(ready["type"], "ready");
     let two_id = ready["user_id"].as_str().expect("id").to_string();
+    // Node B reports its connected users within a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
 
     let secret = format!("NATS-MARKER-{}", uuid::Uuid::now_v7().simple());
     let res = a
@@ -249,6 +256,26 @@ async fn events_cross_nodes_over_nats_sealed() {
         let text = String::from_utf8_lossy(&payload);
         assert!(text.contains("\"sealed\"") && !text.contains(&secret) && !text.contains("message.created"), "{text}");
     }
+
+    // Online on node B: node A sent no push. Offline everywhere: it does.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(pushes.lock().expect("lock").is_empty(), "no push for a member online on another node");
+    drop(ws);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let res = a
+        .client()
+        .post(a.at(&format!("/v1/dialogs/{dialog}/messages")))
+        .bearer_auth(&one)
+        .json(&json!({"body": secret}))
+        .send()
+        .await
+        .expect("send on A");
+    assert_eq!(res.status(), 201);
+    let got = webhook_calls(&pushes, 1).await;
+    assert_eq!(got.len(), 1, "one push for the member now offline");
+    let push: Value = serde_json::from_str(&got[0].1).expect("json");
+    assert_eq!(push["recipient_ids"], json!([two_id]));
+    assert!(signed(&got[0].0, &got[0].1, PUSH_SECRET) && !got[0].1.contains(&secret));
     for server in [a, b] {
         signal(&server.child, "TERM");
         assert_eq!(server.wait_exit().code(), Some(0));

@@ -373,3 +373,123 @@ async fn members_receive_their_dialogs_events_and_no_one_else_does() {
     assert!(next(&mut ws_patient, Duration::from_millis(500)).await.is_none(), "a removed member gets nothing more");
     assert!(next(&mut ws_outsider, Duration::from_millis(500)).await.is_none(), "a stranger never got anything");
 }
+
+#[tokio::test]
+async fn offline_members_get_a_signed_push_with_ids_only() {
+    const SECRET: &str = "push webhook secret: at least 32 characters";
+    const BODY_MARKER: &str = "PUSH-BODY-MARKER-7c1e";
+    const NAME_MARKER: &str = "PUSH-NAME-MARKER-93ab";
+    // The first call answers 503: the notification is retried, with the same id.
+    let (url, calls) = webhook_receiver(vec![503]).await;
+    let env = start(&[("WARD_MESSAGING_PUSH_WEBHOOK_URL", &url), ("WARD_MESSAGING_PUSH_WEBHOOK_SECRET", SECRET)]);
+    let server = &env.server;
+    let dir = &server.data_dir;
+    add_user(dir, &[], "push.online", "patient", "patient push passphrase 1");
+    add_user(dir, &[], "push.offline", "patient", "patient push passphrase 2");
+    let staff = login(server, USER, PASSWORD).await;
+    let online = login(server, "push.online", "patient push passphrase 1").await;
+    let offline = login(server, "push.offline", "patient push passphrase 2").await;
+    let (online_id, offline_id) = (user_id(server, &online).await, user_id(server, &offline).await);
+    let (mut ws_online, _) = ready(server, &online).await;
+    let c = server.client();
+    let res = c
+        .post(server.at("/v1/dialogs"))
+        .bearer_auth(&staff)
+        .json(&json!({"type": "group", "name": NAME_MARKER, "members": [online_id, offline_id]}))
+        .send()
+        .await
+        .expect("dialog");
+    assert_eq!(res.status(), 201);
+    let dialog = res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    let message = send_message(server, &staff, &dialog, BODY_MARKER).await;
+    let message_id = message["id"].as_str().expect("id").to_string();
+    assert_eq!(next_json(&mut ws_online, SOON).await["type"], "dialog.created");
+    assert_eq!(next_json(&mut ws_online, SOON).await["type"], "message.created");
+
+    let got = webhook_calls(&calls, 2).await;
+    assert_eq!(got.len(), 2, "one refused call and its retry: {got:?}");
+    let ids: Vec<&str> = got.iter().map(|(h, _)| h.get("ward-webhook-id").map_or("", String::as_str)).collect();
+    assert!(!ids[0].is_empty() && ids[0] == ids[1], "a retry keeps the notification id: {ids:?}");
+    for (headers, body) in &got {
+        assert!(signed(headers, body, SECRET), "HMAC-signed with the secret: {headers:?}");
+        assert!(!signed(headers, body, "another secret of at least 32 characters!"), "a wrong key fails");
+        assert!(!body.contains(BODY_MARKER) && !body.contains(NAME_MARKER), "no PHI: {body}");
+        let v: Value = serde_json::from_str(body).expect("JSON");
+        let mut keys: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["created_at", "dialog_id", "id", "message_id", "recipient_ids", "type"], "ids only: {v}");
+        assert_eq!(
+            (v["dialog_id"].as_str(), v["message_id"].as_str()),
+            (Some(dialog.as_str()), Some(message_id.as_str()))
+        );
+        assert_eq!(v["recipient_ids"], json!([offline_id]), "neither the sender nor a connected member");
+    }
+
+    // The connected member leaves: both members are offline now.
+    drop(ws_online);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_message(server, &staff, &dialog, BODY_MARKER).await;
+    let got = webhook_calls(&calls, 3).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    let v: Value = serde_json::from_str(&got[2].1).expect("JSON");
+    let mut to: Vec<String> =
+        v["recipient_ids"].as_array().expect("ids").iter().map(|x| x.as_str().expect("id").to_string()).collect();
+    to.sort();
+    let mut want = vec![online_id.clone(), offline_id.clone()];
+    want.sort();
+    assert_eq!(to, want);
+
+    let metrics = c.get(server.at("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("ward_push_webhook_calls_total{outcome=\"delivered\"} 2"), "{metrics}");
+    let logs = server.stderr();
+    assert!(!logs.contains(BODY_MARKER) && !logs.contains(NAME_MARKER), "no PHI in the log");
+}
+
+/// Revocations reach open sockets through the session-change feed, whoever makes them:
+/// an API key revoked over HTTP, and a user disabled by the CLI (another process).
+#[tokio::test]
+async fn ws_ends_when_its_api_key_is_revoked_or_its_user_disabled_by_the_cli() {
+    let env = start(&[]);
+    let server = &env.server;
+    let dir = &server.data_dir;
+    add_user(dir, &[], "ws.admin", "admin", "admin socket passphrase 71");
+    add_user(dir, &[], "ws.bot", "service", "service socket passphrase 72");
+    let admin = login(server, "ws.admin", "admin socket passphrase 71").await;
+    let bot_token = login(server, "ws.bot", "service socket passphrase 72").await;
+    let bot = user_id(server, &bot_token).await;
+    let c = server.client();
+    let res = c
+        .post(server.at(&format!("/v1/users/{bot}/api-keys")))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "socket feed", "role": "service"}))
+        .send()
+        .await
+        .expect("create key");
+    assert_eq!(res.status(), 201);
+    let made: Value = res.json().await.expect("json");
+    let (key, key_id) = (made["key"].as_str().expect("key"), made["id"].as_str().expect("id"));
+
+    let (mut keyed, _) = ready(server, key).await;
+    let (mut other, _) = ready(server, &bot_token).await;
+    let res = c
+        .delete(server.at(&format!("/v1/users/{bot}/api-keys/{key_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("revoke");
+    assert!(res.status().is_success(), "{}", res.status());
+    assert_eq!(next_json(&mut keyed, SOON).await, json!({"type": "session.expired", "reason": "revoked"}));
+    expect_close(&mut keyed, SOON, "session_expired").await;
+    // The same user's session socket re-checked and lives on.
+    send(&mut other, json!({"type": "ping"})).await;
+    assert_eq!(next_json(&mut other, SOON).await, json!({"type": "pong"}));
+
+    let staff = login(server, USER, PASSWORD).await;
+    let (mut ws, _) = ready(server, &staff).await;
+    let mut cmd = ward();
+    cmd.args(["user", "disable", USER, "--data-dir"]).arg(dir);
+    let out = run(cmd, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(next_json(&mut ws, SOON).await, json!({"type": "session.expired", "reason": "revoked"}));
+    expect_close(&mut ws, SOON, "session_expired").await;
+}
