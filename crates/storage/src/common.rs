@@ -359,7 +359,15 @@ macro_rules! impl_common_stores {
             }
 
             async fn append_audit(&mut self, seal: $crate::Sealer<'_>) -> $crate::Result<$crate::AuditRow> {
-                let (seq, prev): (i64, String) = sqlx::query_as($head_lock).fetch_one(self.conn()).await?;
+                // Read once per physical transaction (see `group_commit`), then kept in memory.
+                let (seq, prev): (i64, String) = match self.audit_head() {
+                    Some(head) => head,
+                    None => {
+                        let (seq, hash): (i64, String) = sqlx::query_as($head_lock).fetch_one(self.conn()).await?;
+                        self.set_audit_head(seq, hash.clone(), false);
+                        (seq, hash)
+                    }
+                };
                 let row = seal(seq + 1, &prev);
                 if row.seq != seq + 1 || row.prev_hash != prev {
                     return Err($crate::StoreError::Corrupt("sealer ignored the chain position".into()));
@@ -384,11 +392,8 @@ macro_rules! impl_common_stores {
                     .bind(&row.hash)
                     .execute(self.conn())
                     .await?;
-                sqlx::query($crate::rows::sql::AUDIT_HEAD_ADVANCE)
-                    .bind(row.seq)
-                    .bind(&row.hash)
-                    .execute(self.conn())
-                    .await?;
+                // The `audit_head` row is written once, before the physical commit.
+                self.set_audit_head(row.seq, row.hash.clone(), true);
                 Ok(row)
             }
 

@@ -12,6 +12,13 @@
 //!
 //! A logical transaction that rolls back (or is dropped) rolls back to its savepoint
 //! only; the others in the batch are unaffected.
+//!
+//! **The audit head within a batch.** The physical transaction holds the write lock (the
+//! SQLite writer; the `audit_head` row lock on PostgreSQL) from its first statement, so the
+//! chain's head cannot move under it: the batch reads `audit_head` once, keeps the head of
+//! each appended record in memory ([`GroupTx::audit_head`]), and writes the `audit_head`
+//! row once, just before the physical commit. A logical rollback restores the head its
+//! savepoint saw. That saves two statements per audited write on the serial writer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +42,12 @@ pub(crate) struct Batch<DB: Database> {
     /// Released logical transactions waiting for the physical commit.
     pending: Vec<Waiter>,
     savepoints: u64,
+    /// The audit chain's head as this physical transaction has it (`None`: not read yet).
+    head: Option<(i64, String)>,
+    /// The head when the current logical transaction began (restored by its rollback).
+    head_at_savepoint: Option<(i64, String)>,
+    /// `head` is ahead of the stored `audit_head` row.
+    head_dirty: bool,
 }
 
 /// What the group writer needs of an engine: its connection runs plain SQL.
@@ -73,7 +86,15 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     pub(crate) fn new(pool: Pool<DB>) -> Arc<Self> {
-        let batch = Batch { tx: None, opened: None, pending: Vec::new(), savepoints: 0 };
+        let batch = Batch {
+            tx: None,
+            opened: None,
+            pending: Vec::new(),
+            savepoints: 0,
+            head: None,
+            head_at_savepoint: None,
+            head_dirty: false,
+        };
         Arc::new(Self { pool, batch: Arc::new(Mutex::new(batch)), queued: AtomicUsize::new(0) })
     }
 
@@ -91,6 +112,7 @@ where
             guard.opened = Some(Instant::now());
         }
         guard.savepoints += 1;
+        guard.head_at_savepoint = guard.head.clone();
         let savepoint = format!("ward_w{}", guard.savepoints);
         let mut tx = GroupTx { guard: Some(guard), writer: self.clone(), savepoint };
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SAVEPOINT {}", tx.savepoint))).execute(tx.conn()).await?;
@@ -104,9 +126,18 @@ where
         if self.queued.load(Ordering::SeqCst) > 0 && !full {
             return;
         }
-        let Some(tx) = guard.tx.take() else { return };
+        let Some(mut tx) = guard.tx.take() else { return };
         guard.opened = None;
-        let outcome = tx.commit().await.map_err(|e| e.to_string());
+        let head = guard.head.take().filter(|_| guard.head_dirty);
+        guard.head_at_savepoint = None;
+        guard.head_dirty = false;
+        let outcome = match head {
+            Some(head) => match store_head(&mut tx, &head).await {
+                Ok(()) => tx.commit().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            None => tx.commit().await.map_err(|e| e.to_string()),
+        };
         for waiter in guard.pending.drain(..) {
             let _ = waiter.send(outcome.clone());
         }
@@ -140,6 +171,20 @@ where
         batch.tx.as_mut().expect("the batch has an open transaction")
     }
 
+    /// The audit chain's head in this physical transaction, if already read.
+    pub(crate) fn audit_head(&self) -> Option<(i64, String)> {
+        self.guard.as_ref().and_then(|b| b.head.clone())
+    }
+
+    /// Notes the head after reading it or appending a record; `appended` marks the stored
+    /// `audit_head` row as behind (written before the physical commit).
+    pub(crate) fn set_audit_head(&mut self, seq: i64, hash: String, appended: bool) {
+        if let Some(batch) = self.guard.as_mut() {
+            batch.head = Some((seq, hash));
+            batch.head_dirty |= appended;
+        }
+    }
+
     pub(crate) async fn finish_commit(mut self: Box<Self>) -> Result<()> {
         let release = format!("RELEASE SAVEPOINT {}", self.savepoint);
         sqlx::raw_sql(sqlx::AssertSqlSafe(release)).execute(self.conn()).await?;
@@ -167,8 +212,23 @@ async fn rollback_to<DB: Engine>(guard: &mut OwnedMutexGuard<Batch<DB>>, savepoi
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
+    guard.head = guard.head_at_savepoint.clone();
     let Some(tx) = guard.tx.as_mut() else { return Ok(()) };
     let sql = format!("ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Writes the batch's audit head to the `audit_head` row. The hash is Ward's own lower-case
+/// hex digest; anything else is refused rather than spliced into SQL.
+async fn store_head<DB: Engine>(tx: &mut Transaction<'static, DB>, (seq, hash): &(i64, String)) -> Result<()>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    if hash.is_empty() || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StoreError::Corrupt("the audit head is not a hex digest".into()));
+    }
+    let sql = format!("UPDATE audit_head SET seq = {seq}, hash = '{hash}' WHERE id = 1");
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut **tx).await?;
     Ok(())
 }

@@ -139,7 +139,6 @@ pub(crate) mod sql {
     pub const AUDIT_INSERT: &str = "INSERT INTO audit_events (seq, id, time_us, actor_user_id, actor_username, \
          actor_session_id, via, action, resource, outcome, ip, user_agent, mfa, reason, details, prev_hash, hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
-    pub const AUDIT_HEAD_ADVANCE: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
     pub const AUDIT_HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
     pub const AUDIT_AFTER: &str = "SELECT seq, id, time_us, actor_user_id, actor_username, actor_session_id, via, \
          action, resource, outcome, ip, user_agent, mfa, reason, details, prev_hash, hash FROM audit_events \
