@@ -600,7 +600,6 @@ impl Config {
             "auth.api_key_max_days",
             "messaging.max_body_bytes",
             "messaging.max_group_members",
-            "messaging.push_webhook_url",
             "keys.backend",
             "keys.keyring",
             "keys.rotation_days",
@@ -615,12 +614,17 @@ impl Config {
             "audit.allow_short_retention",
         ];
         let tree = toml::Value::try_from(self).unwrap_or(toml::Value::Table(toml::Table::new()));
-        KEYS.iter()
+        let mut settings: std::collections::BTreeMap<String, String> = KEYS
+            .iter()
             .filter_map(|key| {
                 let value = key.split('.').try_fold(&tree, |node, part| node.get(part))?;
                 Some((key.to_string(), value.to_string()))
             })
-            .collect()
+            .collect();
+        // Where push notifications go, but never a token in its user part, path or query.
+        let push = self.messaging.push_webhook_url.as_deref().map_or_else(|| "off".to_string(), url_origin);
+        settings.insert("messaging.push_webhook".into(), push);
+        settings
     }
 
     /// The configuration as TOML with every secret replaced by `REDACTED`.
@@ -636,12 +640,21 @@ impl Config {
             shown.keys.aws_kms.endpoint = Some(redact_url(url));
         }
         if let Some(url) = &shown.messaging.push_webhook_url {
-            shown.messaging.push_webhook_url = Some(redact_url(url));
+            // Its path or query may carry a token.
+            shown.messaging.push_webhook_url = Some(format!("{}/REDACTED", url_origin(url)));
         }
         if shown.messaging.push_webhook_secret.is_some() {
             shown.messaging.push_webhook_secret = Some("REDACTED".into());
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// A URL's scheme, host and port only (`https://push.example:8443`).
+pub fn url_origin(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(url) => url.origin().ascii_serialization(),
+        Err(_) => "<not a valid URL>".to_string(),
     }
 }
 

@@ -54,11 +54,15 @@ struct Inner {
     subscribers: Mutex<Subscribers>,
     /// Where events also go to reach other nodes (the cluster relay), when there is one.
     relay: Mutex<Option<mpsc::Sender<Relayed>>>,
-    /// The users connected to each other node, as that node last reported, and when.
-    remote: Mutex<HashMap<Uuid, (HashSet<Uuid>, Instant)>>,
+    /// The users connected to each other node, as that node last reported: the users,
+    /// when the report arrived, and the time the node stamped on it.
+    remote: Mutex<HashMap<Uuid, RemotePresence>>,
     /// Signalled when the set of users connected here changes.
     presence: Notify,
 }
+
+/// Another node's last presence report: its users, when it arrived, the node's stamp on it.
+type RemotePresence = (HashSet<Uuid>, Instant, i64);
 
 /// How long another node's presence report counts without a newer one (nodes report every
 /// few seconds, and at once on a change).
@@ -132,7 +136,7 @@ impl Hub {
             return true;
         }
         let remote = self.inner.remote.lock().unwrap_or_else(PoisonError::into_inner);
-        remote.values().any(|(users, at)| at.elapsed() < PRESENCE_TTL && users.contains(&user))
+        remote.values().any(|(users, at, _)| at.elapsed() < PRESENCE_TTL && users.contains(&user))
     }
 
     /// The users with a live connection on this node.
@@ -141,15 +145,15 @@ impl Hub {
     }
 
     /// Records which users another node reports connected (an empty set: none, or the
-    /// node stopped).
-    pub fn set_remote_presence(&self, node: Uuid, users: HashSet<Uuid>) {
+    /// node stopped) in a report stamped `stamp` (its Unix ms). A report no newer than the
+    /// last one from that node (reordered or replayed) is ignored.
+    pub fn set_remote_presence(&self, node: Uuid, stamp: i64, users: HashSet<Uuid>) {
         let mut remote = self.inner.remote.lock().unwrap_or_else(PoisonError::into_inner);
-        remote.retain(|_, (_, at)| at.elapsed() < PRESENCE_TTL);
-        if users.is_empty() {
-            remote.remove(&node);
-        } else {
-            remote.insert(node, (users, Instant::now()));
+        remote.retain(|_, (_, at, _)| at.elapsed() < PRESENCE_TTL);
+        if remote.get(&node).is_some_and(|(_, _, last)| *last >= stamp) {
+            return;
         }
+        remote.insert(node, (users, Instant::now(), stamp));
     }
 
     /// Resolves when the set of users connected here may have changed since the last call.
@@ -248,14 +252,16 @@ mod tests {
         let (here, there, nowhere, node) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let sub = hub.subscribe(here);
         tokio::time::timeout(Duration::from_secs(1), hub.presence_changed()).await.expect("a first connection signals");
-        hub.set_remote_presence(node, HashSet::from([there]));
+        hub.set_remote_presence(node, 10, HashSet::from([there]));
+        hub.set_remote_presence(node, 9, HashSet::new());
+        assert!(hub.online(there), "an older report (replayed) changes nothing");
         assert!(hub.online(here) && hub.online(there));
         assert!(!hub.online(nowhere));
         assert_eq!(hub.local_users(), vec![here]);
         drop(sub);
         tokio::time::timeout(Duration::from_secs(1), hub.presence_changed()).await.expect("a last close signals");
         assert!(!hub.online(here), "no connection left here");
-        hub.set_remote_presence(node, HashSet::new());
+        hub.set_remote_presence(node, 11, HashSet::new());
         assert!(!hub.online(there), "the node reported nobody");
     }
 }

@@ -191,7 +191,8 @@ impl Sender {
                     status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, attempt, "the push webhook could not be reached");
+                    // Without the URL, which may carry a token.
+                    tracing::warn!(error = %e.without_url(), attempt, "the push webhook could not be reached");
                     true
                 }
             };

@@ -72,6 +72,25 @@ impl Engine for sqlx::Postgres {
     const AFTER_BEGIN: Option<&'static str> = Some("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE");
 }
 
+impl<DB: Database> Batch<DB> {
+    /// Drops the cached audit head (a new or abandoned physical transaction).
+    fn forget_head(&mut self) {
+        self.head = None;
+        self.head_at_savepoint = None;
+        self.head_dirty = false;
+    }
+
+    /// Rolls the whole physical transaction back: every waiter of the batch gets an error.
+    fn abandon(&mut self) {
+        self.tx = None;
+        self.opened = None;
+        self.forget_head();
+        for waiter in self.pending.drain(..) {
+            let _ = waiter.send(Err("the batch was rolled back".into()));
+        }
+    }
+}
+
 /// Shared by every write transaction of one store.
 pub(crate) struct GroupWriter<DB: Engine> {
     pool: Pool<DB>,
@@ -104,6 +123,8 @@ where
         let mut guard = self.batch.clone().lock_owned().await;
         self.queued.fetch_sub(1, Ordering::SeqCst);
         if guard.tx.is_none() {
+            // A new physical transaction reads the head afresh.
+            guard.forget_head();
             let mut tx = self.pool.begin_with(DB::BEGIN).await?;
             if let Some(sql) = DB::AFTER_BEGIN {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
@@ -129,8 +150,7 @@ where
         let Some(mut tx) = guard.tx.take() else { return };
         guard.opened = None;
         let head = guard.head.take().filter(|_| guard.head_dirty);
-        guard.head_at_savepoint = None;
-        guard.head_dirty = false;
+        guard.forget_head();
         let outcome = match head {
             Some(head) => match store_head(&mut tx, &head).await {
                 Ok(()) => tx.commit().await.map_err(|e| e.to_string()),
@@ -202,9 +222,13 @@ where
 
     pub(crate) async fn finish_rollback(mut self: Box<Self>) -> Result<()> {
         let mut guard = self.guard.take().expect("a live logical transaction holds the batch");
-        let result = rollback_to(&mut guard, &self.savepoint).await;
+        if let Err(e) = rollback_to(&mut guard, &self.savepoint).await {
+            // Never commit a batch holding half of this transaction: abandon it.
+            guard.abandon();
+            return Err(e);
+        }
         self.writer.flush_if_due(&mut guard).await;
-        result
+        Ok(())
     }
 }
 
@@ -247,10 +271,7 @@ where
                 if rollback_to(&mut guard, &savepoint).await.is_err() {
                     // The savepoint could not be undone: abandon the whole batch (its
                     // waiters get an error) rather than commit half of this transaction.
-                    guard.tx = None;
-                    for waiter in guard.pending.drain(..) {
-                        let _ = waiter.send(Err("the batch was rolled back".into()));
-                    }
+                    guard.abandon();
                     return;
                 }
                 writer.flush_if_due(&mut guard).await;

@@ -21,8 +21,11 @@
 //!    a change of this session or its user (logout, revocation, disable, role change, API
 //!    key revocation), or a lagging feed, makes the socket read the session (or API key) and
 //!    its user, read-only; one that no longer holds ends the socket with `session.expired`
-//!    (`revoked`). An idle socket costs no database reads: only a timer at its warning and
-//!    its deadline, where it reads the session again (HTTP activity may have moved it).
+//!    (`revoked`). A read that fails is retried after 1 s, doubling up to 30 s: an unknown
+//!    answer never counts as valid for long. As a safety net for a missed feed entry, each
+//!    socket also re-reads every 120 s (spread at random); an idle socket otherwise costs
+//!    no database reads but a timer at its warning and its deadline, where it reads the
+//!    session again (HTTP activity may have moved it).
 //! 4. Server shutdown closes with 1001.
 //! 5. Events of the user's dialogs (`message.created`, `message.updated`, `message.deleted`,
 //!    `dialog.created`, `dialog.member_added`, `dialog.member_removed`, `receipt.read`,
@@ -65,6 +68,20 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(25);
 /// The shortest wait of the deadline timer.
 const MIN_WAIT: Duration = Duration::from_millis(50);
+/// How often a socket re-reads its credential without any change on the feed: the safety
+/// net for a feed entry it could have missed (10,000 sockets: about 83 reads a second).
+const SAFETY_RECHECK: Duration = Duration::from_secs(120);
+/// After a failed read, the first wait before reading again, and the longest.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Re-reads after a lagging feed are spread over this long.
+const LAG_SPREAD: Duration = Duration::from_secs(2);
+
+/// A random wait in `0..max`.
+fn jitter(max: Duration) -> Duration {
+    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(rand::random_range(0..ms))
+}
 const WARN_BEFORE: time::Duration = time::Duration::seconds(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the client's answer to our close frame.
@@ -250,6 +267,11 @@ struct Connection {
     expires_at: OffsetDateTime,
     /// `session.expiring` was sent for the current deadline.
     warned: bool,
+    /// When the credential is read again even without a change on the feed: the safety
+    /// net, or soon after a read that failed.
+    recheck_at: Instant,
+    /// The wait before re-reading after a failed read (doubles up to [`MAX_RETRY`]).
+    retry: Duration,
 }
 
 impl Connection {
@@ -271,6 +293,9 @@ impl Connection {
             idle_expires_at,
             expires_at,
             warned: false,
+            // Spread over the interval, so sockets opened together do not re-read together.
+            recheck_at: Instant::now() + jitter(SAFETY_RECHECK),
+            retry: FIRST_RETRY,
         }
     }
 
@@ -296,7 +321,12 @@ impl Connection {
                 () = &mut timer => self.on_timer(state, socket).await,
                 change = self.changes.recv() => match change {
                     Ok(c) if !c.concerns(self.who.user.id, self.who.session.id) => Ok(()),
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.recheck(state, socket).await,
+                    Ok(_) => self.recheck(state, socket).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Every socket lagged at once: spread their re-reads over a moment.
+                        self.recheck_at = self.recheck_at.min(Instant::now() + jitter(LAG_SPREAD));
+                        Ok(())
+                    }
                     Err(broadcast::error::RecvError::Closed) => Err(End::Close(close_code::AWAY, "server shutting down")),
                 },
                 _ = ping.tick() => write(socket, Message::Ping(Default::default())).await,
@@ -320,13 +350,15 @@ impl Connection {
         }
     }
 
-    /// When the timer must next fire: at the warning's time, then at the deadline.
+    /// When the timer must next fire: at the warning's time, then at the deadline, or
+    /// earlier for a due re-read of the credential.
     fn wakeup(&self) -> Instant {
         let (deadline, _) = self.deadline();
         let at = if self.warned { deadline } else { deadline - WARN_BEFORE };
         let wait = at - OffsetDateTime::now_utc();
         // Never a busy loop, even if the clock and the stored deadline disagree.
-        Instant::now() + Duration::try_from(wait).unwrap_or_default().max(MIN_WAIT)
+        let by_deadline = Instant::now() + Duration::try_from(wait).unwrap_or_default().max(MIN_WAIT);
+        by_deadline.min(self.recheck_at.max(Instant::now() + MIN_WAIT))
     }
 
     /// Queues a server-initiated frame; a full queue means the client stopped reading.
@@ -383,15 +415,28 @@ impl Connection {
     /// A change of this session or user was fed (or changes were missed): reads the
     /// credential again and ends the socket if it no longer holds.
     async fn recheck(&mut self, state: &AppState, socket: &mut WebSocket) -> Result<(), End> {
-        if self.still_valid(state).await {
-            return Ok(());
+        match self.still_valid(state).await {
+            Some(true) => {
+                self.retry = FIRST_RETRY;
+                self.recheck_at = Instant::now() + SAFETY_RECHECK;
+                Ok(())
+            }
+            Some(false) => {
+                let reason = self.ended_reason(OffsetDateTime::now_utc());
+                expire(socket, reason).await
+            }
+            None => {
+                // Unknown is never taken for valid for long: read again soon.
+                self.recheck_at = Instant::now() + self.retry;
+                self.retry = (self.retry * 2).min(MAX_RETRY);
+                Ok(())
+            }
         }
-        let reason = self.ended_reason(OffsetDateTime::now_utc());
-        expire(socket, reason).await
     }
 
-    /// The timer: the warning before the deadline, or the deadline itself. Activity over
-    /// HTTP may have moved the stored deadline, so the session is read again first.
+    /// The timer: a due re-read, the warning before the deadline, or the deadline itself.
+    /// Activity over HTTP may have moved the stored deadline, so the session is read again
+    /// first.
     async fn on_timer(&mut self, state: &AppState, socket: &mut WebSocket) -> Result<(), End> {
         self.recheck(state, socket).await?;
         let now = OffsetDateTime::now_utc();
@@ -414,9 +459,8 @@ impl Connection {
     }
 
     /// Reads (never touches) the session or API key and its user, adopting the stored
-    /// deadlines. A database error counts as valid: the deadlines are still enforced by the
-    /// clock, and the next change or timer reads again.
-    async fn still_valid(&mut self, state: &AppState) -> bool {
+    /// deadlines. `None` when the database cannot tell (the caller retries soon).
+    async fn still_valid(&mut self, state: &AppState) -> Option<bool> {
         let id = self.who.session.id;
         let user_id = self.who.user.id;
         let credential_ok = if self.who.kind == CredentialKind::ApiKey {
@@ -442,7 +486,7 @@ impl Connection {
             Ok(None) => false,
             Err(e) => return log_check_failure(&e),
         };
-        credential_ok && user_ok
+        Some(credential_ok && user_ok)
     }
 
     /// Adopts newer deadlines; a deadline moved more than a warning's lead away re-arms the
@@ -470,9 +514,9 @@ impl Connection {
     }
 }
 
-fn log_check_failure(e: &ward_storage::StoreError) -> bool {
-    tracing::warn!(error = %e, "WebSocket session check failed");
-    true
+fn log_check_failure(e: &ward_storage::StoreError) -> Option<bool> {
+    tracing::warn!(error = %e, "WebSocket session check failed; retrying");
+    None
 }
 
 async fn write(socket: &mut WebSocket, message: Message) -> Result<(), End> {

@@ -154,10 +154,13 @@ fn push_webhook_needs_https_and_a_long_secret() {
     let secret = ("WARD_MESSAGING_PUSH_WEBHOOK_SECRET", "a push webhook secret of 32+ chars");
     let plain = ("WARD_MESSAGING_PUSH_WEBHOOK_URL", "http://push.example/hook");
     assert_one_clear_line(&serve(&d.path, &[], &[plain, secret]), 2, &["messaging.push_webhook_url", "https"]);
-    let url = ("WARD_MESSAGING_PUSH_WEBHOOK_URL", "https://push.example/hook");
+    let url = ("WARD_MESSAGING_PUSH_WEBHOOK_URL", "https://push.example/hook?token=PUSH-URL-TOKEN");
     assert_one_clear_line(&serve(&d.path, &[], &[url]), 2, &["messaging.push_webhook_secret", "required"]);
     let short = ("WARD_MESSAGING_PUSH_WEBHOOK_SECRET", "short");
     assert_one_clear_line(&serve(&d.path, &[], &[url, short]), 2, &["messaging.push_webhook_secret", "32"]);
+    assert_one_clear_line(&serve(&d.path, &[], &[secret]), 2, &["messaging.push_webhook_secret", "without"]);
+    let ftp = ("WARD_MESSAGING_PUSH_WEBHOOK_URL", "ftp://push.example/hook");
+    assert_one_clear_line(&serve(&d.path, &[], &[ftp, secret]), 2, &["messaging.push_webhook_url", "https"]);
     assert!(!d.path.exists(), "a refused configuration touches nothing");
 
     let mut cmd = ward();
@@ -166,4 +169,5 @@ fn push_webhook_needs_https_and_a_long_secret() {
     assert!(out.status.success());
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("push.example") && !shown.contains(secret.1), "the secret is redacted: {shown}");
+    assert!(!shown.contains("PUSH-URL-TOKEN"), "so is a token in the URL: {shown}");
 }

@@ -192,6 +192,7 @@ async fn events_cross_nodes_over_nats_sealed() {
     let cfg = cfg.display().to_string();
     let eavesdropper = async_nats::connect("nats://127.0.0.1:4222").await.expect("NATS at 127.0.0.1:4222");
     let mut tap = eavesdropper.subscribe(subject.clone()).await.expect("subscribe");
+    let mut presence_tap = eavesdropper.subscribe(format!("{subject}.presence")).await.expect("subscribe");
 
     let (a_dir, b_dir) = (data_dir(), data_dir());
     let a = Server::start(&a_dir.path, &["--no-tls", "--config", &cfg], &[]);
@@ -220,8 +221,25 @@ async fn events_cross_nodes_over_nats_sealed() {
     let ready = next(&mut ws).await.expect("ready in time");
     assert_eq!(ready["type"], "ready");
     let two_id = ready["user_id"].as_str().expect("id").to_string();
-    // Node B reports its connected users within a second.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Node B reports its connected users within a second, sealed: no user id in clear.
+    let mut reports = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(1500), async {
+        while let Some(m) = presence_tap.next().await {
+            reports.push(String::from_utf8_lossy(&m.payload).to_string());
+        }
+    })
+    .await;
+    assert!(!reports.is_empty(), "presence reports cross NATS");
+    let two_bytes = *uuid::Uuid::parse_str(&two_id).expect("uuid").as_bytes();
+    for text in &reports {
+        use base64::Engine as _;
+        let envelope: Value = serde_json::from_str(text).expect("an envelope");
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(envelope["sealed"].as_str().expect("sealed"))
+            .expect("base64");
+        assert!(!text.contains(&two_id), "{text}");
+        assert!(!sealed.windows(16).any(|w| w == two_bytes), "the user id is not in clear in the sealed report");
+    }
 
     let secret = format!("NATS-MARKER-{}", uuid::Uuid::now_v7().simple());
     let res = a
