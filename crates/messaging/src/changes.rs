@@ -56,11 +56,7 @@ impl Messaging {
             .detail("seq", found.seq);
         self.audit.record(&mut *tx, &event).await?;
         tx.commit().await?;
-        let stored = self.store.message_by_id(dialog_id, message_id).await?.ok_or(MessagingError::NotFound)?;
-        let message = Self::open_message(&key, &stored)?;
-        let event = serde_json::json!({"type": "message.updated", "dialog_id": dialog_id, "message": &message});
-        self.publish(dialog_id, &[], event).await;
-        Ok(message)
+        self.reread_and_publish(dialog_id, message_id, "message.updated").await
     }
 
     /// Deletes a message (its sender, or a dialog admin): the body and its edit history are
@@ -83,10 +79,20 @@ impl Messaging {
             .detail("seq", found.seq);
         self.audit.record(&mut *tx, &event).await?;
         tx.commit().await?;
+        self.reread_and_publish(dialog_id, message_id, "message.deleted").await
+    }
+
+    /// Reads a message back after a committed change and publishes it as event `kind`.
+    async fn reread_and_publish(
+        &self,
+        dialog_id: Uuid,
+        message_id: Uuid,
+        kind: &str,
+    ) -> Result<Message, MessagingError> {
         let stored = self.store.message_by_id(dialog_id, message_id).await?.ok_or(MessagingError::NotFound)?;
         let key = self.keys.by_id(stored.data_key_id).await?;
         let message = Self::open_message(&key, &stored)?;
-        let event = serde_json::json!({"type": "message.deleted", "dialog_id": dialog_id, "message": &message});
+        let event = serde_json::json!({"type": kind, "dialog_id": dialog_id, "message": &message});
         self.publish(dialog_id, &[], event).await;
         Ok(message)
     }

@@ -252,15 +252,7 @@ async fn events_cross_nodes_over_nats_sealed() {
         .expect("dialog on A");
     let dialog = res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
     assert_eq!(next(&mut ws).await.expect("dialog.created in time")["type"], "dialog.created");
-    let res = a
-        .client()
-        .post(a.at(&format!("/v1/dialogs/{dialog}/messages")))
-        .bearer_auth(&one)
-        .json(&json!({"body": secret}))
-        .send()
-        .await
-        .expect("send on A");
-    assert_eq!(res.status(), 201);
+    send_message(&a, &one, &dialog, &secret).await;
     let event = next(&mut ws).await.expect("message.created reached node B");
     assert_eq!(
         (event["type"].as_str(), event["message"]["body"].as_str()),
@@ -280,15 +272,7 @@ async fn events_cross_nodes_over_nats_sealed() {
     assert!(pushes.lock().expect("lock").is_empty(), "no push for a member online on another node");
     drop(ws);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let res = a
-        .client()
-        .post(a.at(&format!("/v1/dialogs/{dialog}/messages")))
-        .bearer_auth(&one)
-        .json(&json!({"body": secret}))
-        .send()
-        .await
-        .expect("send on A");
-    assert_eq!(res.status(), 201);
+    send_message(&a, &one, &dialog, &secret).await;
     let got = webhook_calls(&pushes, 1).await;
     assert_eq!(got.len(), 1, "one push for the member now offline");
     let push: Value = serde_json::from_str(&got[0].1).expect("json");
