@@ -184,3 +184,18 @@ impl From<ward_messaging::MessagingError> for ApiError {
         }
     }
 }
+
+impl From<ward_access::AccessError> for ApiError {
+    fn from(e: ward_access::AccessError) -> Self {
+        use ward_access::AccessError as A;
+        match e {
+            A::Denied(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            A::MfaRequired(m) => Self::new(StatusCode::FORBIDDEN, "mfa_required", m),
+            A::NotFound => Self::not_found(),
+            A::Invalid(m) => Self::invalid_request(m),
+            A::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            A::Store(s) => s.into(),
+            A::Audit(a) => a.into(),
+        }
+    }
+}

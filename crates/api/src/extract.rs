@@ -4,13 +4,14 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams};
 use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, USER_AGENT};
 use axum::http::request::Parts;
 use time::OffsetDateTime;
+use ward_access::{Facts, Principal};
 use ward_audit::{Context, Via};
-use ward_auth::Authenticated;
+use ward_auth::{Authenticated, CredentialKind};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -89,50 +90,63 @@ fn forwarded_client(parts: &Parts, trusted: &[IpAddr]) -> Option<IpAddr> {
     all.into_iter().rev().find(|ip| !trusted.contains(ip))
 }
 
-/// The caller's verified session and the audit context of this request. A handler that
-/// takes this cannot run unauthenticated.
+/// The caller's verified session, its principal in policy terms and the audit context of
+/// this request. A handler that takes this cannot run unauthenticated, and runs only when
+/// the caller's policies allow the route's declared action ([`crate::guard`]).
 pub struct Caller {
     pub who: Authenticated,
     pub ctx: Context,
+    pub principal: Principal,
 }
 
-impl Caller {
-    /// Lets the request on only if the caller holds `role`; a refusal answers 403
-    /// `forbidden` and is recorded as `denied` under `action`.
-    pub async fn require(&self, state: &AppState, role: ward_auth::Role, action: &str) -> Result<(), ApiError> {
-        if self.who.has_role(role) {
-            return Ok(());
-        }
-        let event = self.ctx.event(action, ward_audit::Outcome::Denied).reason(format!("requires role {role}"));
-        state.audit.record_alone(&event).await?;
-        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("this requires the {role} role")))
-    }
+/// The principal of an authenticated caller.
+pub(crate) async fn principal_of(
+    state: &AppState,
+    who: &Authenticated,
+    ip: Option<&str>,
+) -> Result<Principal, ApiError> {
+    let roles: Vec<String> = who.user.roles.iter().map(ToString::to_string).collect();
+    let credential = match who.kind {
+        CredentialKind::Session => ward_access::CredentialKind::Session,
+        CredentialKind::Temporary => ward_access::CredentialKind::Sts,
+        CredentialKind::ApiKey => ward_access::CredentialKind::ApiKey,
+    };
+    let ip = ip.and_then(|i| i.parse().ok());
+    Ok(state
+        .access
+        .principal(who.user.id, &roles, credential, who.session.mfa_at, ip, who.session.session_policy.as_deref())
+        .await?)
 }
 
-/// The roles that take part in conversations. `admin` and `auditor` read no PHI, and a
-/// temporary credential or API key acting with one of those roles gets none either.
-pub const CONVERSATION_ROLES: [ward_auth::Role; 4] =
-    [ward_auth::Role::Clinician, ward_auth::Role::Staff, ward_auth::Role::Patient, ward_auth::Role::Service];
-
-impl Caller {
-    /// Lets the request on only if the caller holds one of `roles` (for the credential in
-    /// use: a temporary credential or API key acts with its one role); otherwise 403
-    /// `forbidden`, recorded as `denied` under `action`. Until the policy engine (#7) this
-    /// is the minimum-necessary rule for PHI routes.
-    pub async fn require_any(&self, state: &AppState, roles: &[ward_auth::Role], action: &str) -> Result<(), ApiError> {
-        if roles.iter().any(|r| self.who.has_role(*r)) {
-            return Ok(());
-        }
-        let names: Vec<String> = roles.iter().map(ToString::to_string).collect();
-        let event =
-            self.ctx.event(action, ward_audit::Outcome::Denied).reason(format!("requires one of {}", names.join(", ")));
+/// Checks the route's declared action through the engine; a denial is audited and
+/// answers 403. A route without a rule refuses everyone (fail closed).
+async fn guard_route(parts: &mut Parts, state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    let method = parts.method.as_str().to_ascii_lowercase();
+    let path = parts.extensions.get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let Some(rule) = crate::guard::rule_for(&method, &path) else {
+        let event = caller
+            .ctx
+            .event("access.denied", ward_audit::Outcome::Denied)
+            .reason("the route declares no action")
+            .detail("method", method)
+            .detail("route", path);
         state.audit.record_alone(&event).await?;
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this requires one of the roles {}", names.join(", ")),
-        ))
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this route is not open to any caller"));
+    };
+    let params = RawPathParams::from_request_parts(parts, state).await.map_err(|_| ApiError::not_found())?;
+    let pairs: Vec<(&str, &str)> = params.iter().collect();
+    let resource = crate::guard::resource(rule.resource, &pairs);
+    let facts = if resource.starts_with("dialog/") { Facts::BEST_CASE } else { Facts::default() };
+    let decision = caller.principal.decide(rule.action, &resource, caller.ctx.now, facts);
+    if decision.allowed {
+        return Ok(());
     }
+    state.access.record_denial(&caller.ctx, rule.audit, rule.action, &resource, &decision).await?;
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("the caller's policies do not allow {} on {}", rule.action, rule.resource),
+    ))
 }
 
 /// A caller whose session may still lack the second factor its role requires. Only the
@@ -140,21 +154,29 @@ impl Caller {
 /// other route takes [`Caller`], which refuses it with 403 `mfa_required`.
 pub struct EnrollingCaller(pub Caller);
 
+/// Authenticates the bearer token and builds the caller's principal; no route check yet.
+async fn authenticated(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let client = ClientInfo::from_request_parts(parts, state).await?;
+    let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let token = header
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(ApiError::unauthenticated)?;
+    let anonymous = client.context();
+    let who = state.accounts.authenticate(&anonymous, token).await?;
+    let principal = principal_of(state, &who, client.ip.as_deref()).await?;
+    let ctx = who.context(client.ip, client.user_agent, anonymous.now);
+    Ok(Caller { who, ctx, principal })
+}
+
 impl FromRequestParts<AppState> for EnrollingCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let client = ClientInfo::from_request_parts(parts, state).await?;
-        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let token = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(ApiError::unauthenticated)?;
-        let anonymous = client.context();
-        let who = state.accounts.authenticate(&anonymous, token).await?;
-        let ctx = who.context(client.ip, client.user_agent, anonymous.now);
-        Ok(EnrollingCaller(Caller { who, ctx }))
+        let caller = authenticated(parts, state).await?;
+        guard_route(parts, state, &caller).await?;
+        Ok(EnrollingCaller(caller))
     }
 }
 
@@ -162,7 +184,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let EnrollingCaller(caller) = EnrollingCaller::from_request_parts(parts, state).await?;
+        let caller = authenticated(parts, state).await?;
         if caller.who.mfa_enrollment_required {
             let route = parts.extensions.get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string());
             let event = caller
@@ -179,6 +201,7 @@ impl FromRequestParts<AppState> for Caller {
                  again with it",
             ));
         }
+        guard_route(parts, state, &caller).await?;
         Ok(caller)
     }
 }

@@ -10,12 +10,15 @@
 //! * [`tls`]: certificate loading or first-start self-signed generation; TLS 1.2/1.3 only.
 //! * [`middleware`]: request ids, the access log line, metrics, security headers, and the
 //!   error envelope for answers produced outside handlers (404, 405, 413, timeouts, panics).
+//! * [`guard`]: every route's declared action and resource, checked by the `Caller`
+//!   extractor through the policy engine before the handler runs.
 //! * [`routes`]: one module per resource.
 //! * [`metrics`]: the Prometheus registry owned by the app (no global recorder).
 //! * [`openapi`]: the OpenAPI 3.1 document, generated from the handlers' annotations.
 
 pub mod error;
 mod extract;
+pub mod guard;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -43,6 +46,8 @@ pub struct AppState {
     pub keys: ward_keys::DataKeys,
     /// Dialogs and messages.
     pub messaging: ward_messaging::Messaging,
+    /// Policies, decisions, break-glass grants and access reviews.
+    pub access: ward_access::Access,
     /// The audit trail every handler records through.
     pub audit: AuditLog,
     pub metrics: Arc<metrics::Metrics>,

@@ -15,7 +15,8 @@ use utoipa::{Modify, OpenApi};
          (name = "auth", description = "Sign-in and sessions"),
          (name = "users", description = "Account administration, for administrators"),
          (name = "dialogs", description = "Dialogs and messages, for their members"),
-         (name = "audit", description = "The audit trail, for auditors"))
+         (name = "audit", description = "The audit trail, for auditors"),
+         (name = "access", description = "Policies, break-glass oversight and access reviews"))
 )]
 pub struct ApiDoc;
 
@@ -31,6 +32,28 @@ impl Modify for BearerAuth {
     }
 }
 
-pub async fn serve(doc: Arc<utoipa::openapi::OpenApi>) -> Json<utoipa::openapi::OpenApi> {
+pub async fn serve(doc: Arc<serde_json::Value>) -> Json<serde_json::Value> {
     Json((*doc).clone())
+}
+
+/// The document as JSON, with each operation's declared action and resource
+/// ([`crate::guard`]) as `x-ward-action` / `x-ward-resource`, or `x-ward-public: true` for
+/// the routes open without a credential.
+pub fn with_route_rules(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut value = serde_json::to_value(&doc).unwrap_or_default();
+    if let Some(paths) = value.get_mut("paths").and_then(serde_json::Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            let Some(ops) = item.as_object_mut() else { continue };
+            for (method, op) in ops.iter_mut() {
+                let Some(op) = op.as_object_mut() else { continue };
+                if let Some(rule) = crate::guard::rule_for(method, path) {
+                    op.insert("x-ward-action".into(), rule.action.into());
+                    op.insert("x-ward-resource".into(), rule.resource.into());
+                } else if crate::guard::is_public(method, path) {
+                    op.insert("x-ward-public".into(), true.into());
+                }
+            }
+        }
+    }
+    value
 }

@@ -515,6 +515,7 @@ impl Accounts {
             assumed_role: None,
             parent_session_id: None,
             mfa_at: mfa_at.map(whole_millis),
+            session_policy: None,
         };
         (token, session)
     }
@@ -656,13 +657,16 @@ impl Accounts {
     /// caller holds, for `duration_s` in 900..=43,200 seconds. A temporary credential may
     /// only assume its own role again, so it can never widen its rights. It has no idle
     /// limit of its own, cannot be extended, and dies with its user (disable, password
-    /// reset) or when revoked.
+    /// reset) or when revoked. `session_policy` (JSON, checked by the caller) narrows it
+    /// further; a credential made from one that has a session policy keeps that policy, and
+    /// cannot be given a second one (two policies cannot be kept as one intersection).
     pub async fn assume_role(
         &self,
         ctx: &Context,
         who: &Authenticated,
         role: &str,
         duration_s: u64,
+        session_policy: Option<String>,
     ) -> Result<LoginSuccess, AuthError> {
         let attempt = async {
             if who.kind == CredentialKind::ApiKey {
@@ -675,6 +679,15 @@ impl Accounts {
             if !who.user.roles.contains(&role) {
                 return Err(AuthError::Forbidden(format!("the caller may not assume the {role} role")));
             }
+            let session_policy = match (&who.session.session_policy, session_policy) {
+                (Some(_), Some(_)) => {
+                    return Err(AuthError::Forbidden(
+                        "a credential that has a session policy cannot be given another one".into(),
+                    ));
+                }
+                (Some(inherited), None) => Some(inherited.clone()),
+                (None, asked) => asked,
+            };
             let token = SessionToken::generate();
             let now = whole_millis(ctx.now);
             let expires_at = now + Duration::from_secs(duration_s);
@@ -693,6 +706,7 @@ impl Accounts {
                 parent_session_id: Some(who.session.id),
                 // The credential carries its parent's proof of a second factor.
                 mfa_at: who.session.mfa_at,
+                session_policy: session_policy.clone(),
             };
             let mut tx = self.store.begin().await?;
             tx.insert_session(&session).await?;
@@ -700,7 +714,8 @@ impl Accounts {
                 .event("sts.assume_role", Outcome::Success)
                 .resource(format!("session/{}", session.id))
                 .detail("role", role.as_str())
-                .detail("duration_s", duration_s);
+                .detail("duration_s", duration_s)
+                .detail("session_policy", session.session_policy.is_some());
             self.audit.record(&mut *tx, &event).await?;
             tx.commit().await?;
             let user = User { roles: vec![role], ..who.user.clone() };

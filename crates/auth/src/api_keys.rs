@@ -182,6 +182,7 @@ impl Accounts {
             assumed_role: Some(record.role),
             parent_session_id: None,
             mfa_at: None,
+            session_policy: None,
         };
         Ok(Authenticated { user, session, kind: CredentialKind::ApiKey, mfa: false, mfa_enrollment_required: false })
     }

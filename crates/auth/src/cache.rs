@@ -123,6 +123,7 @@ mod tests {
             assumed_role: None,
             parent_session_id: None,
             mfa_at: None,
+            session_policy: None,
         };
         let u = User { id: user_id, username: "u".into(), roles: vec![], disabled: false, created_at: t };
         (s, u)

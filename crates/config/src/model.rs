@@ -19,6 +19,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub audit: AuditConfig,
     pub cluster: ClusterConfig,
+    pub access: AccessConfig,
     pub files: EmptySection,
     pub messaging: MessagingConfig,
     pub retention: EmptySection,
@@ -44,6 +45,38 @@ pub struct ClusterConfig {
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self { nats_url: None, nats_subject: "ward.events".into() }
+    }
+}
+
+/// `[access]`: access control, emergency (break-glass) access and access reviews.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    /// How long a break-glass grant lets its holder read a dialog, in minutes (1 to 1,440).
+    pub breakglass_minutes: u64,
+    /// Where break-glass alerts are POSTed (HTTPS; plain HTTP only to a loopback address).
+    /// Unset: no alert is sent, and start-up logs a warning. Carries ids only, never PHI.
+    pub alert_webhook_url: Option<String>,
+    /// The HMAC-SHA256 key that signs each alert (at least 32 characters); required with
+    /// `alert_webhook_url`. Best given as `WARD_ACCESS_ALERT_WEBHOOK_SECRET`.
+    pub alert_webhook_secret: Option<String>,
+    /// An account without a sign-in for this many days is listed as dormant by the access
+    /// review (1 to 3,650).
+    pub dormant_days: u64,
+    /// How many seconds a node may serve policies it has cached before reading them again
+    /// (0 to 60); a change made on this node applies at once.
+    pub policy_cache_s: u64,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            breakglass_minutes: 60,
+            alert_webhook_url: None,
+            alert_webhook_secret: None,
+            dormant_days: 90,
+            policy_cache_s: 2,
+        }
     }
 }
 
@@ -387,34 +420,44 @@ fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError
 }
 
 impl Config {
-    /// `[messaging] push_webhook_url` and its secret: HTTPS (plain HTTP to loopback only),
-    /// and a secret of at least 32 characters, both or neither.
-    fn check_push_webhook(&self) -> Result<(), ConfigError> {
-        let m = &self.messaging;
-        let Some(raw) = &m.push_webhook_url else {
-            if m.push_webhook_secret.is_some() {
-                return Err(ConfigError::invalid("messaging.push_webhook_secret", "set without push_webhook_url"));
+    /// A webhook URL and its secret: HTTPS (plain HTTP to loopback only), and a secret of at
+    /// least 32 characters, both or neither.
+    fn check_webhook(
+        section: &str,
+        name: &str,
+        url: Option<&String>,
+        secret: Option<&String>,
+    ) -> Result<(), ConfigError> {
+        let url_key = format!("{section}.{name}_url");
+        let secret_key = format!("{section}.{name}_secret");
+        let Some(raw) = url else {
+            if secret.is_some() {
+                return Err(ConfigError::invalid(secret_key.clone(), format!("set without {name}_url")));
             }
             return Ok(());
         };
-        let key = "messaging.push_webhook_url";
-        let url = url::Url::parse(raw).map_err(|_| ConfigError::invalid(key, "not a valid URL"))?;
-        let loopback = match url.host() {
+        let parsed = url::Url::parse(raw).map_err(|_| ConfigError::invalid(url_key.clone(), "not a valid URL"))?;
+        let loopback = match parsed.host() {
             Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
             None => false,
         };
-        match url.scheme() {
+        match parsed.scheme() {
             "https" => {}
             "http" if loopback => {}
-            "http" => return Err(ConfigError::invalid(key, "must use https (plain http only to a loopback address)")),
-            _ => return Err(ConfigError::invalid(key, "must be an https:// URL")),
+            "http" => {
+                return Err(ConfigError::invalid(
+                    url_key.clone(),
+                    "must use https (plain http only to a loopback address)",
+                ));
+            }
+            _ => return Err(ConfigError::invalid(url_key.clone(), "must be an https:// URL")),
         }
-        match &m.push_webhook_secret {
-            None => Err(ConfigError::invalid("messaging.push_webhook_secret", "required with push_webhook_url")),
+        match secret {
+            None => Err(ConfigError::invalid(secret_key.clone(), format!("required with {name}_url"))),
             Some(secret) if secret.chars().count() < 32 => {
-                Err(ConfigError::invalid("messaging.push_webhook_secret", "must be at least 32 characters"))
+                Err(ConfigError::invalid(secret_key.clone(), "must be at least 32 characters"))
             }
             Some(_) => Ok(()),
         }
@@ -499,7 +542,13 @@ impl Config {
         }
         in_range("messaging.max_body_bytes", self.messaging.max_body_bytes, 1, 1024 * 1024)?;
         in_range("messaging.max_group_members", self.messaging.max_group_members, 2, 100_000)?;
-        self.check_push_webhook()?;
+        let m = &self.messaging;
+        Self::check_webhook("messaging", "push_webhook", m.push_webhook_url.as_ref(), m.push_webhook_secret.as_ref())?;
+        let a = &self.access;
+        in_range("access.breakglass_minutes", a.breakglass_minutes, 1, 1_440)?;
+        in_range("access.dormant_days", a.dormant_days, 1, 3_650)?;
+        in_range("access.policy_cache_s", a.policy_cache_s, 0, 60)?;
+        Self::check_webhook("access", "alert_webhook", a.alert_webhook_url.as_ref(), a.alert_webhook_secret.as_ref())?;
         in_range("keys.cache_ttl_s", self.keys.cache_ttl_s, 0, 3_600)?;
         in_range("keys.cache_max_uses", self.keys.cache_max_uses, 1, 4_294_967_296)?;
         in_range("keys.cache_capacity", self.keys.cache_capacity, 1, 1_000_000)?;
@@ -600,6 +649,9 @@ impl Config {
             "auth.api_key_max_days",
             "messaging.max_body_bytes",
             "messaging.max_group_members",
+            "access.breakglass_minutes",
+            "access.dormant_days",
+            "access.policy_cache_s",
             "keys.backend",
             "keys.keyring",
             "keys.rotation_days",
@@ -624,6 +676,8 @@ impl Config {
         // Where push notifications go, but never a token in its user part, path or query.
         let push = self.messaging.push_webhook_url.as_deref().map_or_else(|| "off".to_string(), url_origin);
         settings.insert("messaging.push_webhook".into(), push);
+        let alert = self.access.alert_webhook_url.as_deref().map_or_else(|| "off".to_string(), url_origin);
+        settings.insert("access.alert_webhook".into(), alert);
         settings
     }
 
@@ -645,6 +699,12 @@ impl Config {
         }
         if shown.messaging.push_webhook_secret.is_some() {
             shown.messaging.push_webhook_secret = Some("REDACTED".into());
+        }
+        if let Some(url) = &shown.access.alert_webhook_url {
+            shown.access.alert_webhook_url = Some(format!("{}/REDACTED", url_origin(url)));
+        }
+        if shown.access.alert_webhook_secret.is_some() {
+            shown.access.alert_webhook_secret = Some("REDACTED".into());
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }

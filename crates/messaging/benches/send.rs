@@ -24,6 +24,7 @@ struct Setup {
     messaging: Messaging,
     keys: DataKeys,
     ctx: Context,
+    principal: ward_access::Principal,
     dialog: Uuid,
     key_id: Uuid,
 }
@@ -69,13 +70,18 @@ async fn setup(key_store: Arc<dyn KeyStore>, cache: CacheSettings) -> Setup {
         ids.push(id);
     }
     tx.commit().await.expect("commit");
-    let messaging = Messaging::new(store.clone(), audit, keys.clone(), MessagingSettings::default());
+    let access = ward_access::Access::new(store.clone(), audit.clone(), Default::default(), None);
+    let messaging = Messaging::new(store.clone(), audit, keys.clone(), access.clone(), MessagingSettings::default());
     let mut ctx = Context::anonymous(Via::Api, Some("127.0.0.1".into()), None, now);
     ctx.user_id = Some(ids[0].to_string());
     let new = NewDialog { kind: DialogKind::Private, name: None, members: vec![ids[1]] };
-    let (dialog, _) = messaging.create_dialog(&ctx, new).await.expect("dialog");
+    let principal = access
+        .principal(ids[0], &["patient".to_string()], ward_access::CredentialKind::Session, None, None, None)
+        .await
+        .expect("principal");
+    let (dialog, _) = messaging.create_dialog(&ctx, &principal, new).await.expect("dialog");
     let key_id = store.dialog_by_id(dialog.id).await.expect("read").expect("dialog").data_key_id;
-    Setup { _dir: dir, messaging, keys, ctx, dialog: dialog.id, key_id }
+    Setup { _dir: dir, messaging, keys, ctx, principal, dialog: dialog.id, key_id }
 }
 
 fn key_stores() -> Vec<(&'static str, Arc<dyn KeyStore>)> {
@@ -105,7 +111,7 @@ fn bench(c: &mut Criterion) {
             sends.bench_function(format!("{backend}_{cache_name}"), |b| {
                 b.iter(|| {
                     let new = NewMessage { body: body.clone(), client_msg_id: None, attachments: vec![] };
-                    rt.block_on(s.messaging.send(&s.ctx, s.dialog, new)).expect("send")
+                    rt.block_on(s.messaging.send(&s.ctx, &s.principal, s.dialog, new)).expect("send")
                 })
             });
             lookups_setups.push((backend, cache_name, s));

@@ -4,6 +4,7 @@
 //! group, and anyone may leave a group (the owner excepted).
 
 use uuid::Uuid;
+use ward_access::Principal;
 use ward_audit::{Context, Outcome};
 use ward_storage::MemberRecord;
 
@@ -21,6 +22,7 @@ impl Messaging {
     pub async fn edit(
         &self,
         ctx: &Context,
+        who: &Principal,
         dialog_id: Uuid,
         message_id: Uuid,
         body: String,
@@ -32,7 +34,7 @@ impl Messaging {
         if body.trim().is_empty() {
             return Err(MessagingError::Invalid("body: an edit needs a body (delete the message instead)".into()));
         }
-        self.membership(ctx, dialog_id, "message.update").await?;
+        self.membership(ctx, who, dialog_id, crate::service::UPDATE).await?;
         let found = self.store.message_by_id(dialog_id, message_id).await?.ok_or(MessagingError::NotFound)?;
         if found.sender_id != me {
             return Err(MessagingError::Forbidden("only the sender may edit a message".into()));
@@ -61,9 +63,15 @@ impl Messaging {
 
     /// Deletes a message (its sender, or a dialog admin): the body and its edit history are
     /// erased; a tombstone keeps its `seq`.
-    pub async fn delete(&self, ctx: &Context, dialog_id: Uuid, message_id: Uuid) -> Result<Message, MessagingError> {
+    pub async fn delete(
+        &self,
+        ctx: &Context,
+        who: &Principal,
+        dialog_id: Uuid,
+        message_id: Uuid,
+    ) -> Result<Message, MessagingError> {
         let me = Self::caller(ctx)?;
-        let (_, member) = self.membership(ctx, dialog_id, "message.delete").await?;
+        let (_, member) = self.membership(ctx, who, dialog_id, crate::service::DELETE).await?;
         let found = self.store.message_by_id(dialog_id, message_id).await?.ok_or(MessagingError::NotFound)?;
         if found.sender_id != me && !is_admin(&member) {
             return Err(MessagingError::Forbidden("only the sender or a dialog admin may delete a message".into()));
@@ -98,9 +106,15 @@ impl Messaging {
     }
 
     /// Moves the caller's read marker up to `up_to_seq` (never back). True when it moved.
-    pub async fn mark_read(&self, ctx: &Context, dialog_id: Uuid, up_to_seq: i64) -> Result<bool, MessagingError> {
+    pub async fn mark_read(
+        &self,
+        ctx: &Context,
+        who: &Principal,
+        dialog_id: Uuid,
+        up_to_seq: i64,
+    ) -> Result<bool, MessagingError> {
         let me = Self::caller(ctx)?;
-        let (dialog, _) = self.membership(ctx, dialog_id, "receipt.read").await?;
+        let (dialog, _) = self.membership(ctx, who, dialog_id, crate::service::RECEIPT).await?;
         if up_to_seq < 1 || up_to_seq > dialog.last_seq {
             return Err(MessagingError::Invalid(format!("up_to_seq: 1 to {} (the newest seq)", dialog.last_seq)));
         }
@@ -122,8 +136,14 @@ impl Messaging {
     }
 
     /// Adds a member to a group (a dialog admin only). False if they already were one.
-    pub async fn add_member(&self, ctx: &Context, dialog_id: Uuid, user_id: Uuid) -> Result<bool, MessagingError> {
-        let (dialog, member) = self.membership(ctx, dialog_id, "dialog.member_add").await?;
+    pub async fn add_member(
+        &self,
+        ctx: &Context,
+        who: &Principal,
+        dialog_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<bool, MessagingError> {
+        let (dialog, member) = self.membership(ctx, who, dialog_id, crate::service::ADD_MEMBER).await?;
         if DialogKind::parse(&dialog.kind)? != DialogKind::Group {
             return Err(MessagingError::Invalid("a private dialog has exactly two members".into()));
         }
@@ -160,9 +180,15 @@ impl Messaging {
 
     /// Removes a member from a group: a dialog admin removes anyone but the owner; anyone
     /// may remove themselves. False if they were not a member.
-    pub async fn remove_member(&self, ctx: &Context, dialog_id: Uuid, user_id: Uuid) -> Result<bool, MessagingError> {
+    pub async fn remove_member(
+        &self,
+        ctx: &Context,
+        who: &Principal,
+        dialog_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<bool, MessagingError> {
         let me = Self::caller(ctx)?;
-        let (dialog, member) = self.membership(ctx, dialog_id, "dialog.member_remove").await?;
+        let (dialog, member) = self.membership(ctx, who, dialog_id, crate::service::REMOVE_MEMBER).await?;
         if DialogKind::parse(&dialog.kind)? != DialogKind::Group {
             return Err(MessagingError::Invalid("a private dialog has exactly two members".into()));
         }
@@ -194,9 +220,9 @@ impl Messaging {
 
     /// A typing indicator from a member: pushed to the dialog's other members, not stored
     /// and not audited (it carries no content).
-    pub async fn typing(&self, ctx: &Context, dialog_id: Uuid) -> Result<(), MessagingError> {
+    pub async fn typing(&self, ctx: &Context, who: &Principal, dialog_id: Uuid) -> Result<(), MessagingError> {
         let me = Self::caller(ctx)?;
-        self.membership(ctx, dialog_id, "dialog.typing").await?;
+        self.membership(ctx, who, dialog_id, crate::service::TYPING).await?;
         if !self.hub.has_audience() {
             return Ok(());
         }

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use uuid::Uuid;
+use ward_access::Principal;
 use ward_audit::{Context, Outcome};
 use ward_keys::DataKey;
 use ward_storage::{DialogRecord, HistoryQuery, MemberRecord, StoreError};
@@ -18,7 +19,12 @@ const MAX_NAME_CHARS: usize = 200;
 impl Messaging {
     /// Creates a dialog with the caller as owner. For a private dialog that already exists
     /// between the two, returns it (and `false`: nothing was created).
-    pub async fn create_dialog(&self, ctx: &Context, new: NewDialog) -> Result<(Dialog, bool), MessagingError> {
+    pub async fn create_dialog(
+        &self,
+        ctx: &Context,
+        who: &Principal,
+        new: NewDialog,
+    ) -> Result<(Dialog, bool), MessagingError> {
         let me = Self::caller(ctx)?;
         let others: BTreeSet<Uuid> = new.members.iter().copied().filter(|m| *m != me).collect();
         let name = new.name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
@@ -55,7 +61,7 @@ impl Messaging {
         if let Some(pair) = &pair_key
             && let Some(existing) = self.store.private_dialog(pair).await?
         {
-            return Ok((self.dialog(ctx, existing.id).await?, false));
+            return Ok((self.dialog(ctx, who, existing.id).await?, false));
         }
 
         let id = Uuid::now_v7();
@@ -84,7 +90,7 @@ impl Messaging {
                 let existing = crate::service::eventually(|| self.store.private_dialog(pair))
                     .await?
                     .ok_or(MessagingError::NotFound)?;
-                return Ok((self.dialog(ctx, existing.id).await?, false));
+                return Ok((self.dialog(ctx, who, existing.id).await?, false));
             }
             Err(e) => return Err(e.into()),
         }
@@ -125,12 +131,17 @@ impl Messaging {
     }
 
     /// One dialog, for a member (recorded as a `dialog.read`).
-    pub async fn dialog(&self, ctx: &Context, id: Uuid) -> Result<Dialog, MessagingError> {
-        let (record, member) = self.membership(ctx, id, "dialog.read").await?;
-        let event = ctx.event("dialog.read", Outcome::Success).resource(format!("dialog/{id}"));
+    pub async fn dialog(&self, ctx: &Context, who: &Principal, id: Uuid) -> Result<Dialog, MessagingError> {
+        let (record, reading) = self.readable(ctx, who, id, crate::service::READ_DIALOG).await?;
+        let event = reading.mark(ctx.event("dialog.read", Outcome::Success).resource(format!("dialog/{id}")));
         self.audit.record_alone(&event).await?;
         let key = self.dialog_key(&record).await?;
-        self.view(&key, record, &member).await
+        let last_read = match &reading {
+            crate::service::Reading::Member(m) => m.last_read_seq,
+            // Someone reading without a membership has no read marker: nothing is "unread".
+            _ => record.last_seq,
+        };
+        self.view(&key, record, last_read).await
     }
 
     /// The caller's dialogs, newest activity first, each with its unread count and last
@@ -146,12 +157,12 @@ impl Messaging {
         let mut out = Vec::with_capacity(rows.len());
         for (record, member) in rows {
             let key = self.dialog_key(&record).await?;
-            out.push(self.view(&key, record, &member).await?);
+            out.push(self.view(&key, record, member.last_read_seq).await?);
         }
         Ok(out)
     }
 
-    async fn view(&self, key: &DataKey, record: DialogRecord, me: &MemberRecord) -> Result<Dialog, MessagingError> {
+    async fn view(&self, key: &DataKey, record: DialogRecord, last_read_seq: i64) -> Result<Dialog, MessagingError> {
         let members = self.store.members(record.id).await?;
         let last = if record.last_seq > 0 {
             let page = HistoryQuery { after: None, before: Some(record.last_seq + 1), limit: 1 };
@@ -168,7 +179,7 @@ impl Messaging {
             created_by: record.created_by,
             created_at: record.created_at,
             last_seq: record.last_seq,
-            unread_count: (record.last_seq - me.last_read_seq).max(0),
+            unread_count: (record.last_seq - last_read_seq).max(0),
             last_message: last.map(|m| Self::open_message(key, &m)).transpose()?,
         })
     }

@@ -28,3 +28,17 @@ pub enum MessagingError {
     #[error(transparent)]
     Keys(#[from] ward_keys::KeyError),
 }
+
+impl From<ward_access::AccessError> for MessagingError {
+    fn from(e: ward_access::AccessError) -> Self {
+        use ward_access::AccessError as A;
+        match e {
+            A::Denied(m) | A::MfaRequired(m) => MessagingError::Forbidden(m),
+            A::NotFound => MessagingError::NotFound,
+            A::Invalid(m) => MessagingError::Invalid(m),
+            A::Conflict(m) => MessagingError::Conflict(m),
+            A::Store(s) => MessagingError::Store(s),
+            A::Audit(a) => MessagingError::Audit(a),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Messages: send (gapless `seq`, idempotent by `client_msg_id`) and history pages.
 
 use uuid::Uuid;
+use ward_access::Principal;
 use ward_audit::{Context, Outcome};
 use ward_storage::{HistoryQuery, MessageRecord, StoreError};
 
@@ -21,6 +22,7 @@ impl Messaging {
     pub async fn send(
         &self,
         ctx: &Context,
+        who: &Principal,
         dialog_id: Uuid,
         new: NewMessage,
     ) -> Result<(Message, bool), MessagingError> {
@@ -43,7 +45,7 @@ impl Messaging {
             // Files arrive with the file-sharing module; until then no id can be valid.
             return Err(MessagingError::Invalid("attachments: no such file in this dialog".into()));
         }
-        let (dialog, _) = self.membership(ctx, dialog_id, "message.create").await?;
+        let (dialog, _) = self.membership(ctx, who, dialog_id, crate::service::SEND).await?;
         if let Some(client_id) = &new.client_msg_id
             && let Some(first) = self.store.message_by_client_id(dialog_id, me, client_id).await?
         {
@@ -129,6 +131,7 @@ impl Messaging {
     pub async fn history(
         &self,
         ctx: &Context,
+        who: &Principal,
         dialog_id: Uuid,
         query: HistoryQuery,
     ) -> Result<History, MessagingError> {
@@ -138,7 +141,7 @@ impl Messaging {
         if query.after.is_some_and(|a| a < 0) || query.before.is_some_and(|b| b < 0) {
             return Err(MessagingError::Invalid("after and before: non-negative seq values".into()));
         }
-        let (dialog, _) = self.membership(ctx, dialog_id, "message.read").await?;
+        let (dialog, reading) = self.readable(ctx, who, dialog_id, crate::service::READ_MESSAGES).await?;
         let rows = self.store.messages(dialog_id, query).await?;
         let backwards = query.before.is_some() && query.after.is_none();
         let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= query.limit;
@@ -154,6 +157,7 @@ impl Messaging {
         if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
             event = event.detail("first_seq", first.seq).detail("last_seq", last.seq);
         }
+        let event = reading.mark(event);
         self.audit.record_alone(&event).await?;
         let key = self.dialog_key(&dialog).await?;
         let messages = rows.iter().map(|r| Self::open_message(&key, r)).collect::<Result<Vec<_>, _>>()?;

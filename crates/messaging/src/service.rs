@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
-use ward_audit::{AuditLog, Context, Outcome};
+use ward_access::{Facts, Principal};
+use ward_audit::{AuditLog, Context};
 use ward_keys::{DataKey, DataKeys};
 use ward_storage::{DialogRecord, MemberRecord, MessageRecord, Store};
 
@@ -115,6 +116,48 @@ pub struct History {
     pub next_cursor: Option<i64>,
 }
 
+/// A dialog operation: its policy action and the name its records carry in the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Op {
+    pub action: &'static str,
+    pub audit: &'static str,
+}
+
+pub(crate) const SEND: Op = Op { action: "message:send", audit: "message.create" };
+pub(crate) const READ_MESSAGES: Op = Op { action: "message:read", audit: "message.read" };
+pub(crate) const UPDATE: Op = Op { action: "message:update", audit: "message.update" };
+pub(crate) const DELETE: Op = Op { action: "message:delete", audit: "message.delete" };
+pub(crate) const RECEIPT: Op = Op { action: "receipt:write", audit: "receipt.read" };
+pub(crate) const ADD_MEMBER: Op = Op { action: "dialog:add_member", audit: "dialog.member_add" };
+pub(crate) const REMOVE_MEMBER: Op = Op { action: "dialog:remove_member", audit: "dialog.member_remove" };
+pub(crate) const TYPING: Op = Op { action: "dialog:typing", audit: "dialog.typing" };
+pub(crate) const READ_DIALOG: Op = Op { action: "dialog:read", audit: "dialog.read" };
+
+/// How a caller may read a dialog.
+#[derive(Debug, Clone)]
+pub(crate) enum Reading {
+    Member(MemberRecord),
+    /// Under a live break-glass grant: every read is recorded as such.
+    BreakGlass(ward_storage::BreakGlassGrant),
+    /// A custom policy allows it without membership.
+    Policy,
+}
+
+impl Reading {
+    /// Marks a read record with the way it was allowed.
+    pub(crate) fn mark(&self, event: ward_audit::AuditEvent) -> ward_audit::AuditEvent {
+        match self {
+            Reading::Member(_) => event,
+            Reading::BreakGlass(g) => event
+                .reason("break-glass")
+                .detail("access", "breakglass")
+                .detail("severity", "high")
+                .detail("grant_id", g.id.to_string()),
+            Reading::Policy => event.detail("access", "policy"),
+        }
+    }
+}
+
 /// The messaging service. Cheap to clone.
 #[derive(Clone)]
 pub struct Messaging {
@@ -125,6 +168,8 @@ pub struct Messaging {
     pub(crate) hub: crate::events::Hub,
     /// The push webhook for offline members, when configured.
     pub(crate) pusher: Option<crate::push::Pusher>,
+    /// Decisions on every dialog operation, and break-glass grants.
+    pub(crate) access: ward_access::Access,
 }
 
 impl std::fmt::Debug for Messaging {
@@ -134,12 +179,18 @@ impl std::fmt::Debug for Messaging {
 }
 
 impl Messaging {
-    pub fn new(store: Arc<dyn Store>, audit: AuditLog, keys: DataKeys, settings: MessagingSettings) -> Self {
-        Self { store, audit, keys, settings, hub: crate::events::Hub::default(), pusher: None }
+    pub fn new(
+        store: Arc<dyn Store>,
+        audit: AuditLog,
+        keys: DataKeys,
+        access: ward_access::Access,
+        settings: MessagingSettings,
+    ) -> Self {
+        Self { store, audit, keys, settings, hub: crate::events::Hub::default(), pusher: None, access }
     }
 
     /// The push webhook's counters, when one is configured.
-    pub fn push_metrics(&self) -> Option<&crate::push::PushMetrics> {
+    pub fn push_metrics(&self) -> Option<&crate::push::WebhookMetrics> {
         self.pusher.as_ref().map(crate::push::Pusher::metrics)
     }
 
@@ -216,24 +267,71 @@ impl Messaging {
             .ok_or_else(|| MessagingError::Forbidden("messaging needs a signed-in user".into()))
     }
 
-    /// The dialog and the caller's membership, or `NotFound` (recorded as `denied` when the
-    /// dialog exists but the caller is not a member).
+    /// The dialog and the caller's membership, for an operation that changes the dialog:
+    /// the policy engine decides with the caller's real relation to it (`dialog_member`;
+    /// break-glass never counts for a change). A denial is recorded as `denied` and answers
+    /// `NotFound` to a non-member (existence is not leaked), `Forbidden` to a member.
     pub(crate) async fn membership(
         &self,
         ctx: &Context,
+        who: &Principal,
         dialog_id: Uuid,
-        action: &str,
+        op: Op,
     ) -> Result<(DialogRecord, MemberRecord), MessagingError> {
-        let user = Self::caller(ctx)?;
         let dialog = self.store.dialog_by_id(dialog_id).await?.ok_or(MessagingError::NotFound)?;
-        match self.store.member(dialog_id, user).await? {
-            Some(member) => Ok((dialog, member)),
-            None => {
-                let event =
-                    ctx.event(action, Outcome::Denied).resource(format!("dialog/{dialog_id}")).reason("not a member");
-                self.audit.record_alone(&event).await?;
-                Err(MessagingError::NotFound)
-            }
+        let member = self.store.member(dialog_id, who.user_id).await?;
+        let facts = Facts { dialog_member: Some(member.is_some()), breakglass: Some(false) };
+        self.decide(ctx, who, dialog_id, op, facts).await?;
+        // A custom policy may allow an action to non-members, but a change to a dialog
+        // needs a membership to act through.
+        Ok((dialog, member.ok_or(MessagingError::NotFound)?))
+    }
+
+    /// The dialog and how the caller may read it: as a member, under a live break-glass
+    /// grant, or by a policy that allows reading without either. Decided like
+    /// [`Self::membership`].
+    pub(crate) async fn readable(
+        &self,
+        ctx: &Context,
+        who: &Principal,
+        dialog_id: Uuid,
+        op: Op,
+    ) -> Result<(DialogRecord, Reading), MessagingError> {
+        let dialog = self.store.dialog_by_id(dialog_id).await?.ok_or(MessagingError::NotFound)?;
+        if let Some(member) = self.store.member(dialog_id, who.user_id).await? {
+            let facts = Facts { dialog_member: Some(true), breakglass: Some(false) };
+            self.decide(ctx, who, dialog_id, op, facts).await?;
+            return Ok((dialog, Reading::Member(member)));
+        }
+        let grant = self.access.active_grant(who.user_id, dialog_id, ctx.now).await?;
+        let facts = Facts { dialog_member: Some(false), breakglass: Some(grant.is_some()) };
+        self.decide(ctx, who, dialog_id, op, facts).await?;
+        let Some(grant) = grant else { return Ok((dialog, Reading::Policy)) };
+        // Recorded as break-glass unless the policies allow the read without the grant.
+        let without = Facts { dialog_member: Some(false), breakglass: Some(false) };
+        let needs_grant = !who.decide(op.action, &format!("dialog/{dialog_id}"), ctx.now, without).allowed;
+        Ok((dialog, if needs_grant { Reading::BreakGlass(grant) } else { Reading::Policy }))
+    }
+
+    /// Asks the engine; records and refuses a denial.
+    async fn decide(
+        &self,
+        ctx: &Context,
+        who: &Principal,
+        dialog_id: Uuid,
+        op: Op,
+        facts: Facts,
+    ) -> Result<ward_access::Decision, MessagingError> {
+        let resource = format!("dialog/{dialog_id}");
+        let decision = who.decide(op.action, &resource, ctx.now, facts);
+        if decision.allowed {
+            return Ok(decision);
+        }
+        self.access.record_denial(ctx, op.audit, op.action, &resource, &decision).await?;
+        if facts.dialog_member == Some(true) {
+            Err(MessagingError::Forbidden(format!("the caller's policies do not allow {} here", op.action)))
+        } else {
+            Err(MessagingError::NotFound)
         }
     }
 

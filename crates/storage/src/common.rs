@@ -340,6 +340,7 @@ macro_rules! impl_common_stores {
                     .bind(&s.assumed_role)
                     .bind(s.parent_session_id.map(|p| p.to_string()))
                     .bind(s.mfa_at.map($crate::rows::millis))
+                    .bind(&s.session_policy)
                     .execute(self.conn())
                     .await?;
                 Ok(())

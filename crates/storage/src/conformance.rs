@@ -10,8 +10,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    ApiKeyRecord, AuditFilter, AuditRow, CheckpointRow, DataKeyRecord, DialogRecord, HistoryQuery, MemberRecord,
-    MessageRecord, MfaChallengeRecord, MfaFactorRecord, SessionRecord, Store, StoreError, UserRecord,
+    ApiKeyRecord, AuditFilter, AuditRow, BreakGlassGrant, CheckpointRow, DataKeyRecord, DialogRecord, HistoryQuery,
+    MemberRecord, MessageRecord, MfaChallengeRecord, MfaFactorRecord, PolicyAttachment, PolicyRecord, SessionRecord,
+    Store, StoreError, UserRecord,
 };
 
 fn now() -> OffsetDateTime {
@@ -52,6 +53,7 @@ fn session(user_id: Uuid, hash: &str) -> SessionRecord {
         assumed_role: Some("staff".into()),
         parent_session_id: Some(Uuid::now_v7()),
         mfa_at: Some(t),
+        session_policy: None,
     }
 }
 
@@ -89,6 +91,12 @@ pub async fn run_all(store: Arc<dyn Store>) {
     mark_read_only_raises(&*store).await;
     dialogs_of_user_newest_activity_first(&*store).await;
     keyring_document_is_compare_and_swap(&*store).await;
+    session_policy_round_trips(&*store).await;
+    policies_are_put_replaced_and_deleted(&*store).await;
+    policy_attachments_are_replaced_exactly(&*store).await;
+    breakglass_grants_live_expire_and_revoke(&*store).await;
+    last_sign_ins_ignore_temporary_credentials(&*store).await;
+    memberships_list_every_pair(&*store).await;
     let stats = store.pool_stats();
     assert!(stats.max >= 1 && stats.size <= stats.max, "pool stats are coherent: {stats:?}");
 }
@@ -822,4 +830,279 @@ async fn keyring_document_is_compare_and_swap(store: &dyn Store) {
     assert!(put(Some(1), b"rotated").await);
     assert!(!put(Some(1), b"lost race").await, "a stale revision is refused");
     assert_eq!(store.keyring_document().await.expect("read"), Some((2, b"rotated".to_vec())));
+}
+
+async fn session_policy_round_trips(store: &dyn Store) {
+    let u = user("sts.policy");
+    insert_user(store, &u).await.expect("insert user");
+    let document = r#"{"version":"2025-01-01","statements":[{"effect":"deny","actions":["message.read"]}]}"#;
+    let s = SessionRecord { session_policy: Some(document.into()), ..session(u.id, "hash-sts-policy") };
+    insert_session(store, &s).await;
+    assert_eq!(store.session_by_id(s.id).await.expect("by id"), Some(s.clone()), "the session policy is kept");
+    assert_eq!(store.session_by_token_hash("hash-sts-policy").await.expect("by hash"), Some(s.clone()));
+    assert_eq!(store.live_sessions(u.id, now()).await.expect("live"), vec![s]);
+}
+
+fn policy(name: &str, document: &str, at: OffsetDateTime) -> PolicyRecord {
+    PolicyRecord { name: name.into(), document: document.into(), created_at: at, updated_at: at, updated_by: None }
+}
+
+fn attachment(policy_name: &str, principal_kind: &str, principal: &str) -> PolicyAttachment {
+    PolicyAttachment {
+        policy_name: policy_name.into(),
+        principal_kind: principal_kind.into(),
+        principal: principal.into(),
+    }
+}
+
+async fn put_policies(store: &dyn Store, policies: &[&PolicyRecord]) {
+    let mut tx = store.begin().await.expect("begin");
+    for p in policies {
+        tx.put_policy(p).await.expect("put policy");
+    }
+    tx.commit().await.expect("commit");
+}
+
+async fn policies_are_put_replaced_and_deleted(store: &dyn Store) {
+    assert!(store.policies().await.expect("list").is_empty(), "none at first");
+    let t = now() - Duration::from_secs(60);
+    let readers = policy("readers", r#"{"statements":[]}"#, t);
+    let auditors = policy("Auditors", r#"{"statements":[{"effect":"allow"}]}"#, t);
+    let ops = policy("ops-admin", "{}", t);
+    put_policies(store, &[&readers, &auditors, &ops]).await;
+    assert_eq!(
+        store.policies().await.expect("list"),
+        vec![auditors.clone(), ops.clone(), readers.clone()],
+        "policies read back equal, by name in byte order"
+    );
+
+    // Replacing keeps the creation time, whatever the new record says.
+    let editor = Uuid::now_v7();
+    let later = t + Duration::from_secs(30);
+    let replaced = PolicyRecord {
+        document: r#"{"statements":[{"effect":"deny"}]}"#.into(),
+        created_at: later,
+        updated_at: later,
+        updated_by: Some(editor),
+        ..readers.clone()
+    };
+    put_policies(store, &[&replaced]).await;
+    let listed = store.policies().await.expect("list");
+    assert_eq!(listed.len(), 3, "replaced, not added");
+    assert_eq!(
+        listed[2],
+        PolicyRecord { created_at: t, ..replaced.clone() },
+        "document, updated_at and updated_by replaced; created_at kept"
+    );
+    // A CLI change clears `updated_by`.
+    let by_cli = PolicyRecord { updated_by: None, updated_at: later + Duration::from_secs(1), ..replaced };
+    put_policies(store, &[&by_cli]).await;
+    assert_eq!(store.policies().await.expect("list")[2], PolicyRecord { created_at: t, ..by_cli });
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.delete_policy("ops-admin").await.expect("delete"));
+    assert!(!tx.delete_policy("ops-admin").await.expect("delete twice"), "deleted once");
+    assert!(!tx.delete_policy("no-such-policy").await.expect("unknown"), "unknown policy");
+    tx.commit().await.expect("commit");
+    let names: Vec<_> = store.policies().await.expect("list").into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["Auditors", "readers"], "the deleted policy is gone");
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.delete_policy("Auditors").await.expect("delete"));
+    tx.rollback().await.expect("rollback");
+    assert_eq!(store.policies().await.expect("list").len(), 2, "a rolled-back delete changes nothing");
+
+    let mut tx = store.begin().await.expect("begin");
+    for name in ["Auditors", "readers"] {
+        assert!(tx.delete_policy(name).await.expect("delete"));
+    }
+    tx.commit().await.expect("commit");
+    assert!(store.policies().await.expect("list").is_empty(), "cleaned up");
+}
+
+async fn policy_attachments_are_replaced_exactly(store: &dyn Store) {
+    let t = now();
+    let (clinical, staff) = (policy("clinical", "{}", t), policy("staff-base", "{}", t));
+    put_policies(store, &[&clinical, &staff]).await;
+    let u = Uuid::now_v7().to_string();
+    let replace = |name: &'static str, set: Vec<PolicyAttachment>| async move {
+        let mut tx = store.begin().await.expect("begin");
+        tx.replace_policy_attachments(name, &set).await.expect("replace attachments");
+        tx.commit().await.expect("commit");
+    };
+
+    replace("clinical", vec![attachment("clinical", "user", &u), attachment("clinical", "role", "clinician")]).await;
+    replace("staff-base", vec![attachment("staff-base", "role", "staff")]).await;
+    assert_eq!(
+        store.policy_attachments().await.expect("list"),
+        vec![
+            attachment("clinical", "role", "clinician"),
+            attachment("clinical", "user", &u),
+            attachment("staff-base", "role", "staff"),
+        ],
+        "by policy, principal kind and principal"
+    );
+
+    let nurse = attachment("clinical", "role", "nurse");
+    replace("clinical", vec![nurse.clone(), attachment("clinical", "role", "clinician"), nurse.clone()]).await;
+    assert_eq!(
+        store.policy_attachments().await.expect("list"),
+        vec![attachment("clinical", "role", "clinician"), nurse.clone(), attachment("staff-base", "role", "staff")],
+        "exactly the new set (a duplicate counts once); the other policy's untouched"
+    );
+
+    // Refusals write nothing and leave the transaction usable.
+    let mut tx = store.begin().await.expect("begin");
+    let foreign = tx.replace_policy_attachments("clinical", &[attachment("staff-base", "role", "x")]).await;
+    assert!(matches!(foreign, Err(StoreError::Database(_))), "another policy's attachment is refused: {foreign:?}");
+    let missing = tx.replace_policy_attachments("no-such", &[attachment("no-such", "role", "staff")]).await;
+    assert!(matches!(missing, Err(StoreError::Database(_))), "attaching an unknown policy is refused: {missing:?}");
+    tx.replace_policy_attachments("no-such", &[]).await.expect("detaching an unknown policy is a no-op");
+    tx.put_policy(&policy("after-refusals", "{}", t)).await.expect("the transaction is still usable");
+    tx.commit().await.expect("commit");
+    assert_eq!(store.policy_attachments().await.expect("list").len(), 3, "the refusals wrote nothing");
+
+    replace("clinical", vec![]).await;
+    assert_eq!(
+        store.policy_attachments().await.expect("list"),
+        vec![attachment("staff-base", "role", "staff")],
+        "an empty set detaches the policy from everyone"
+    );
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.delete_policy("staff-base").await.expect("delete an attached policy"));
+    tx.commit().await.expect("commit");
+    assert!(store.policy_attachments().await.expect("list").is_empty(), "attachments go with their policy");
+    let names: Vec<_> = store.policies().await.expect("list").into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["after-refusals", "clinical"]);
+    let mut tx = store.begin().await.expect("begin");
+    for name in names {
+        assert!(tx.delete_policy(&name).await.expect("delete"));
+    }
+    tx.commit().await.expect("commit");
+}
+
+async fn breakglass_grants_live_expire_and_revoke(store: &dyn Store) {
+    let (users, key) = messaging_fixture(store, &["glass.a", "glass.b"]).await;
+    let (a, b) = (users[0].id, users[1].id);
+    let (d, other) = (dialog("group", None, key, b), dialog("group", None, key, b));
+    insert_dialog(store, &d, &[b]).await;
+    insert_dialog(store, &other, &[b]).await;
+    let t = now();
+    let ago = |secs: u64| t - Duration::from_secs(secs);
+    let grant = |user_id, dialog_id, created_at, expires_at| BreakGlassGrant {
+        id: Uuid::now_v7(),
+        user_id,
+        dialog_id,
+        reason: "on-call: patient deteriorating, care team unreachable".into(),
+        created_at,
+        expires_at,
+        revoked_at: None,
+        revoked_by: None,
+    };
+    let expired = grant(a, d.id, ago(7200), ago(1));
+    let shorter = grant(a, d.id, ago(1800), t + Duration::from_secs(3600));
+    let longer = grant(a, d.id, ago(1200), t + Duration::from_secs(7200));
+    let other_dialog = grant(a, other.id, ago(600), t + Duration::from_secs(10_800));
+    let other_user = grant(b, d.id, t, t + Duration::from_secs(14_400));
+    let mut tx = store.begin().await.expect("begin");
+    for g in [&expired, &shorter, &longer, &other_dialog, &other_user] {
+        tx.insert_breakglass_grant(g).await.expect("insert grant");
+    }
+    let dup = tx.insert_breakglass_grant(&BreakGlassGrant { reason: "again".into(), ..shorter.clone() }).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "a grant id is used once: {dup:?}");
+    tx.commit().await.expect("the conflict left the transaction usable");
+
+    assert_eq!(store.breakglass_grant(shorter.id).await.expect("by id"), Some(shorter.clone()), "reads back equal");
+    assert_eq!(store.breakglass_grant(Uuid::now_v7()).await.expect("unknown"), None);
+    let active = |user, dialog, at| async move {
+        store.active_breakglass_grant(user, dialog, at).await.expect("active grant").map(|g| g.id)
+    };
+    assert_eq!(active(a, d.id, t).await, Some(longer.id), "of several live grants, the one expiring last");
+    assert_eq!(active(a, other.id, t).await, Some(other_dialog.id), "per dialog");
+    assert_eq!(active(b, other.id, t).await, None, "per user");
+    assert_eq!(active(a, d.id, ago(3)).await, Some(longer.id));
+    assert_eq!(active(a, d.id, t + Duration::from_secs(5400)).await, Some(longer.id), "the shorter one expired");
+    assert_eq!(active(a, d.id, longer.expires_at).await, None, "expired at expires_at");
+
+    let admin = Uuid::now_v7();
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.revoke_breakglass_grant(longer.id, t, Some(admin)).await.expect("revoke"));
+    assert!(!tx.revoke_breakglass_grant(longer.id, t, None).await.expect("revoke twice"), "revoked once");
+    assert!(!tx.revoke_breakglass_grant(Uuid::now_v7(), t, None).await.expect("unknown"), "unknown grant");
+    tx.commit().await.expect("commit");
+    let revoked = BreakGlassGrant { revoked_at: Some(t), revoked_by: Some(admin), ..longer.clone() };
+    assert_eq!(store.breakglass_grant(longer.id).await.expect("by id"), Some(revoked.clone()), "the revoker is kept");
+    assert_eq!(active(a, d.id, t).await, Some(shorter.id), "a revoked grant is not live");
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.revoke_breakglass_grant(shorter.id, t, None).await.expect("revoke from the CLI"));
+    tx.commit().await.expect("commit");
+    assert_eq!(active(a, d.id, t).await, None, "none live");
+    let shorter = BreakGlassGrant { revoked_at: Some(t), ..shorter };
+    assert_eq!(store.breakglass_grant(shorter.id).await.expect("by id").as_ref(), Some(&shorter));
+
+    assert_eq!(
+        store.breakglass_grants_since(ago(1800)).await.expect("since"),
+        vec![other_user.clone(), other_dialog, revoked, shorter.clone()],
+        "created at or after `since`, newest first, revoked ones included"
+    );
+    assert_eq!(store.breakglass_grants_since(t).await.expect("since"), vec![other_user], "`since` is inclusive");
+    assert!(store.breakglass_grants_since(t + Duration::from_millis(1)).await.expect("since").is_empty());
+    assert_eq!(store.breakglass_grants_since(ago(86_400)).await.expect("since").len(), 5, "expired ones included");
+}
+
+async fn last_sign_ins_ignore_temporary_credentials(store: &dyn Store) {
+    let t = now();
+    let ago = |secs: u64| t - Duration::from_secs(secs);
+    let (several, sts_only, one) = (user("signin.several"), user("signin.sts"), user("signin.one"));
+    for u in [&several, &sts_only, &one] {
+        insert_user(store, u).await.expect("insert user");
+    }
+    let sign_in = |user_id, hash: &str, at| SessionRecord {
+        created_at: at,
+        last_seen_at: at,
+        assumed_role: None,
+        parent_session_id: None,
+        ..session(user_id, hash)
+    };
+    let sts = |user_id, hash: &str, at| SessionRecord { created_at: at, last_seen_at: at, ..session(user_id, hash) };
+    insert_session(store, &sign_in(several.id, "signin-1", ago(7200))).await;
+    insert_session(store, &sign_in(several.id, "signin-2", ago(3600))).await;
+    insert_session(store, &sts(several.id, "signin-sts-1", t)).await;
+    insert_session(store, &sts(sts_only.id, "signin-sts-2", t)).await;
+    insert_session(store, &sign_in(one.id, "signin-3", ago(10_800))).await;
+    // Revoked sign-ins count: they still happened.
+    let mut tx = store.begin().await.expect("begin");
+    tx.revoke_user_sessions(one.id, t).await.expect("revoke");
+    tx.commit().await.expect("commit");
+
+    let all = store.last_sign_ins().await.expect("last sign-ins");
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "one row per user, by user id");
+    let ours: Vec<_> = all.into_iter().filter(|(u, _)| [several.id, sts_only.id, one.id].contains(u)).collect();
+    let mut expected = vec![(several.id, ago(3600)), (one.id, ago(10_800))];
+    expected.sort_unstable();
+    assert_eq!(ours, expected, "the newest sign-in per user; temporary credentials are not sign-ins");
+}
+
+async fn memberships_list_every_pair(store: &dyn Store) {
+    let (users, key) = messaging_fixture(store, &["pairs.a", "pairs.b"]).await;
+    let (a, b) = (users[0].id, users[1].id);
+    let (both, only_a) = (dialog("group", None, key, a), dialog("group", None, key, a));
+    insert_dialog(store, &both, &[a, b]).await;
+    insert_dialog(store, &only_a, &[a]).await;
+    let ours = || async move {
+        let all = store.memberships().await.expect("memberships");
+        let text = |(u, d): &(Uuid, Uuid)| (u.to_string(), d.to_string());
+        assert!(all.windows(2).all(|w| text(&w[0]) < text(&w[1])), "by user, then dialog");
+        all.into_iter().filter(|(u, _)| *u == a || *u == b).collect::<Vec<_>>()
+    };
+    let mut expected = vec![(a, both.id), (a, only_a.id), (b, both.id)];
+    expected.sort_unstable_by_key(|(u, d)| (u.to_string(), d.to_string()));
+    assert_eq!(ours().await, expected, "every (user, dialog) membership");
+
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.remove_member(both.id, b).await.expect("remove"));
+    tx.commit().await.expect("commit");
+    assert_eq!(ours().await, expected.into_iter().filter(|(u, _)| *u != b).collect::<Vec<_>>(), "a removed member");
 }

@@ -12,6 +12,7 @@
 //! **Invariant:** only this crate contains SQL. Records cross the boundary as the plain
 //! types in [`model`]; times are UTC, stored as Unix milliseconds.
 
+mod access;
 mod common;
 pub mod conformance;
 mod credentials;
@@ -34,8 +35,9 @@ use uuid::Uuid;
 
 pub use error::StoreError;
 pub use model::{
-    ApiKeyRecord, AuditFilter, AuditRow, CheckpointRow, DataKeyRecord, DialogRecord, HistoryQuery, MemberRecord,
-    MessageRecord, MfaChallengeRecord, MfaFactorRecord, SessionChange, SessionRecord, UserRecord,
+    ApiKeyRecord, AuditFilter, AuditRow, BreakGlassGrant, CheckpointRow, DataKeyRecord, DialogRecord, HistoryQuery,
+    MemberRecord, MessageRecord, MfaChallengeRecord, MfaFactorRecord, PolicyAttachment, PolicyRecord, SessionChange,
+    SessionRecord, UserRecord,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -104,7 +106,7 @@ pub async fn open(options: &ConnectOptions) -> Result<Arc<dyn Store>> {
 /// [`Store::begin`], so that it commits together with its audit record or not at all.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + AuditStore + CredentialStore + MessagingStore + Send + Sync + 'static
+    UserStore + SessionStore + AuditStore + CredentialStore + MessagingStore + AccessStore + Send + Sync + 'static
 {
     fn backend(&self) -> Backend;
     /// A round trip to the database, for `/readyz`.
@@ -122,7 +124,7 @@ pub type Sealer<'a> = &'a (dyn Fn(i64, &str) -> AuditRow + Send + Sync);
 
 /// A write transaction. Dropping it without [`StoreTx::commit`] rolls everything back.
 #[async_trait]
-pub trait StoreTx: CredentialTx + MessagingTx + Send {
+pub trait StoreTx: CredentialTx + MessagingTx + AccessTx + Send {
     /// Inserts a new user; [`StoreError::Conflict`] if the username (any case) is taken.
     async fn insert_user(&mut self, user: &UserRecord) -> Result<()>;
     /// Disables or re-enables a user; disabling revokes every live session too.
@@ -328,4 +330,53 @@ pub trait MessagingTx {
     /// Raises the member's `last_read_seq` to `up_to_seq` (never lowers it). False if not a
     /// member or nothing changed.
     async fn mark_read(&mut self, dialog_id: Uuid, user_id: Uuid, up_to_seq: i64) -> Result<bool>;
+}
+
+/// Access control: managed policies and their attachments, break-glass grants, and what an
+/// access review reads (reads).
+#[async_trait]
+pub trait AccessStore {
+    /// Every policy, by name (byte order).
+    async fn policies(&self) -> Result<Vec<PolicyRecord>>;
+    /// Every attachment, by policy name, principal kind and principal (byte order).
+    async fn policy_attachments(&self) -> Result<Vec<PolicyAttachment>>;
+    /// The user's live grant for the dialog at `now` (not revoked, `expires_at > now`);
+    /// of several, the one expiring last.
+    async fn active_breakglass_grant(
+        &self,
+        user_id: Uuid,
+        dialog_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<BreakGlassGrant>>;
+    async fn breakglass_grant(&self, id: Uuid) -> Result<Option<BreakGlassGrant>>;
+    /// Grants created at or after `since` (live, expired and revoked), newest first, at
+    /// most 10,000.
+    async fn breakglass_grants_since(&self, since: OffsetDateTime) -> Result<Vec<BreakGlassGrant>>;
+    /// For each user who ever signed in, the newest sign-in: the latest `created_at` of
+    /// their sessions that are not temporary credentials (`assumed_role` is `None`), by
+    /// user id.
+    async fn last_sign_ins(&self) -> Result<Vec<(Uuid, OffsetDateTime)>>;
+    /// Every dialog membership as `(user_id, dialog_id)`, by user then dialog.
+    async fn memberships(&self) -> Result<Vec<(Uuid, Uuid)>>;
+}
+
+/// Access control: policies, attachments and break-glass grants (changes, inside a
+/// [`StoreTx`]).
+#[async_trait]
+pub trait AccessTx {
+    /// Stores a new policy, or replaces an existing one's `document`, `updated_at` and
+    /// `updated_by` (its `created_at` stays).
+    async fn put_policy(&mut self, policy: &PolicyRecord) -> Result<()>;
+    /// Removes a policy and its attachments; false if there was no such policy.
+    async fn delete_policy(&mut self, name: &str) -> Result<bool>;
+    /// Makes the policy's attachments exactly `attachments` (duplicates count once; an
+    /// empty slice detaches it from everyone). Each must name `policy_name`, and the policy
+    /// must exist: otherwise [`StoreError::Database`] (`sqlx::Error::InvalidArgument`),
+    /// before anything is written, leaving the transaction usable.
+    async fn replace_policy_attachments(&mut self, policy_name: &str, attachments: &[PolicyAttachment]) -> Result<()>;
+    /// [`StoreError::Conflict`] if the id is taken (the transaction stays usable).
+    async fn insert_breakglass_grant(&mut self, grant: &BreakGlassGrant) -> Result<()>;
+    /// Revokes a grant at `now`, by `by` (`None`: the CLI); false if it is unknown or was
+    /// revoked already.
+    async fn revoke_breakglass_grant(&mut self, id: Uuid, now: OffsetDateTime, by: Option<Uuid>) -> Result<bool>;
 }

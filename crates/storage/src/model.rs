@@ -41,6 +41,9 @@ pub struct SessionRecord {
     pub parent_session_id: Option<Uuid>,
     /// When the holder last proved a second factor in this session (None: never).
     pub mfa_at: Option<OffsetDateTime>,
+    /// For a temporary credential (STS): its session policy, a JSON policy document that
+    /// can only narrow what `assumed_role` allows (None: no session policy).
+    pub session_policy: Option<String>,
 }
 
 /// One entry of the session-change feed: `session_id` changed, or (None) every session
@@ -238,6 +241,7 @@ mod tests {
             assumed_role: None,
             parent_session_id: None,
             mfa_at: None,
+            session_policy: None,
         };
         assert!(!format!("{s:?}").contains("TOKENHASH"));
     }
@@ -307,4 +311,43 @@ pub struct HistoryQuery {
     /// `before` are returned; otherwise the oldest `limit` above `after` (or from the
     /// start). Always returned in ascending `seq` order.
     pub limit: i64,
+}
+
+/// A managed access policy: a named JSON document whose meaning belongs to `ward-access`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    /// Unique; the policy's identity.
+    pub name: String,
+    /// The JSON policy document.
+    pub document: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    /// Who last changed it; `None` for the CLI.
+    pub updated_by: Option<Uuid>,
+}
+
+/// A policy attached to a principal.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PolicyAttachment {
+    pub policy_name: String,
+    /// `user` or `role`.
+    pub principal_kind: String,
+    /// A user id (`user`) or a role name (`role`).
+    pub principal: String,
+}
+
+/// A break-glass grant: a user's time-limited emergency access to one dialog. It is live
+/// while not revoked and before `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakGlassGrant {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub dialog_id: Uuid,
+    /// The justification the user gave.
+    pub reason: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Who revoked it; `None` for the CLI (or while not revoked).
+    pub revoked_by: Option<Uuid>,
 }

@@ -44,6 +44,7 @@ impl PgStore {
 impl_common_stores!(PgStore, PgTx, "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
 crate::credentials::impl_credential_stores!(PgStore, PgTx);
 crate::messaging::impl_messaging_stores!(PgStore, PgTx);
+crate::access::impl_access_stores!(PgStore, PgTx);
 
 #[async_trait]
 impl Store for PgStore {

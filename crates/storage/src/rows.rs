@@ -71,6 +71,7 @@ pub(crate) struct SessionRow {
     pub assumed_role: Option<String>,
     pub parent_session_id: Option<String>,
     pub mfa_at: Option<i64>,
+    pub session_policy: Option<String>,
 }
 
 impl TryFrom<SessionRow> for SessionRecord {
@@ -90,6 +91,7 @@ impl TryFrom<SessionRow> for SessionRecord {
             assumed_role: r.assumed_role,
             parent_session_id: r.parent_session_id.as_deref().map(uuid).transpose()?,
             mfa_at: r.mfa_at.map(from_millis).transpose()?,
+            session_policy: r.session_policy,
         })
     }
 }
@@ -117,15 +119,18 @@ pub(crate) mod sql {
     pub const REVOKE_OTHER_SESSIONS: &str =
         "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL AND id <> $3";
     pub const SESSION_BY_ID: &str = "SELECT id, token_hash, user_id, created_at, last_seen_at, idle_expires_at, \
-         expires_at, revoked_at, ip, user_agent, assumed_role, parent_session_id, mfa_at FROM sessions WHERE id = $1";
+         expires_at, revoked_at, ip, user_agent, assumed_role, parent_session_id, mfa_at, \
+         session_policy FROM sessions WHERE id = $1";
     pub const LIVE_SESSIONS: &str = "SELECT id, token_hash, user_id, created_at, last_seen_at, idle_expires_at, \
-         expires_at, revoked_at, ip, user_agent, assumed_role, parent_session_id, mfa_at FROM sessions WHERE user_id = $1 AND revoked_at IS NULL \
+         expires_at, revoked_at, ip, user_agent, assumed_role, parent_session_id, mfa_at, \
+         session_policy FROM sessions WHERE user_id = $1 AND revoked_at IS NULL \
          AND expires_at > $2 AND idle_expires_at > $2 ORDER BY created_at";
     pub const INSERT_SESSION: &str = "INSERT INTO sessions (id, token_hash, user_id, created_at, last_seen_at, \
-         idle_expires_at, expires_at, revoked_at, ip, user_agent, assumed_role, parent_session_id, mfa_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+         idle_expires_at, expires_at, revoked_at, ip, user_agent, assumed_role, parent_session_id, mfa_at, \
+         session_policy) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
     pub const SESSION_BY_HASH: &str = "SELECT id, token_hash, user_id, created_at, last_seen_at, idle_expires_at, \
-         expires_at, revoked_at, ip, user_agent, assumed_role, parent_session_id, mfa_at FROM sessions WHERE token_hash = $1";
+         expires_at, revoked_at, ip, user_agent, assumed_role, parent_session_id, mfa_at, \
+         session_policy FROM sessions WHERE token_hash = $1";
     pub const TOUCH_SESSION: &str =
         "UPDATE sessions SET last_seen_at = $2, idle_expires_at = $3 WHERE id = $1 AND revoked_at IS NULL";
     pub const NOTE_SESSION_CHANGE: &str =

@@ -42,6 +42,9 @@ pub enum Command {
     /// Audit trail verification and export.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Access control: the periodic access review.
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// Master key status and rotation.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -129,6 +132,19 @@ pub enum AuditCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Per user: roles, policies, effective permissions, dialog memberships, last sign-in,
+    /// MFA state, break-glass uses and dormancy (recorded as `access.review`).
+    Review {
+        #[arg(long, value_parser = ["table", "csv", "json"], default_value = "table")]
+        format: String,
+        /// Break-glass uses of the last this many days.
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(i64).range(1..=366))]
+        days: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Key versions and their states.
     Status,
@@ -205,6 +221,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Audit(AuditCommand::Export { format, since, until }) => {
             crate::audit_cmd::export(&cli.global, flags, &format, since, until).await
+        }
+        Command::Access(AccessCommand::Review { format, days }) => {
+            crate::access_cmd::review(&cli.global, flags, &format, days).await
         }
         Command::Keys(KeysCommand::Status) => crate::keys_cmd::status(&cli.global, flags).await,
         Command::Keys(KeysCommand::Rotate { resume }) => crate::keys_cmd::rotate(&cli.global, flags, resume).await,

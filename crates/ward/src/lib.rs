@@ -6,8 +6,10 @@
 //! * [`startup`]: configuration layers, logging, the data dir, opening storage, building
 //!   the domain services: everything `serve` and the admin commands share.
 //! * [`serve`]: `ward serve`.
-//! * [`admin`]: `ward user …`; [`audit_cmd`]: `ward audit …`; [`keys_cmd`]: `ward keys …`.
+//! * [`admin`]: `ward user …`; [`audit_cmd`]: `ward audit …`; [`keys_cmd`]: `ward keys …`;
+//!   [`access_cmd`]: `ward access review`.
 
+pub mod access_cmd;
 pub mod admin;
 pub mod audit_cmd;
 pub mod cli;

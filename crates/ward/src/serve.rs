@@ -58,7 +58,8 @@ pub async fn run(
         None
     };
 
-    let messaging = startup::messaging(&config, store.clone(), audit.clone(), keys.clone())?;
+    let access = startup::access(&config, store.clone(), audit.clone())?;
+    let messaging = startup::messaging(&config, store.clone(), audit.clone(), keys.clone(), access.clone())?;
     let relay_stop = CancellationToken::new();
     let relay = match &config.cluster.nats_url {
         Some(url) => Some(
@@ -80,11 +81,15 @@ pub async fn run(
         accounts: accounts.clone(),
         keys: keys.clone(),
         messaging: messaging.clone(),
+        access: access.clone(),
         audit: audit.clone(),
         metrics: Arc::new(Metrics::with_sources(|registry| {
             keys.metrics().register(registry);
             if let Some(push) = messaging.push_metrics() {
                 push.register(registry);
+            }
+            if let Some(alerts) = access.alert_metrics() {
+                alerts.register(registry);
             }
         })),
         shutdown: CancellationToken::new(),

@@ -235,18 +235,53 @@ pub async fn accounts(
         .with_session_cache_ttl(Duration::from_millis(config.session.cache_ttl_ms)))
 }
 
+/// `[access]` as the access service's settings.
+pub fn access_settings(config: &Config) -> ward_access::AccessSettings {
+    let a = &config.access;
+    ward_access::AccessSettings {
+        breakglass: Duration::from_secs(a.breakglass_minutes * 60),
+        dormant_days: u32::try_from(a.dormant_days).unwrap_or(u32::MAX),
+        policy_cache: Duration::from_secs(a.policy_cache_s),
+    }
+}
+
+/// The access-control service, configured from `[access]`, with its alert webhook.
+pub fn access(config: &Config, store: Arc<dyn Store>, audit: AuditLog) -> Result<ward_access::Access, StartError> {
+    let a = &config.access;
+    let settings = access_settings(config);
+    let alerts = match (&a.alert_webhook_url, &a.alert_webhook_secret) {
+        (Some(url), Some(secret)) => {
+            // The delivery task runs as long as the access service holds its sender.
+            let (webhook, _task) = ward_webhook::Webhook::start(ward_webhook::WebhookSettings {
+                url: url.clone(),
+                secret: zeroize::Zeroizing::new(secret.as_bytes().to_vec()),
+                metric: "breakglass_alert_calls",
+                help: "Break-glass alert webhook calls by outcome: delivered, failed (after retries), dropped",
+            })
+            .map_err(|e| StartError::Other(format!("alert webhook: {e}")))?;
+            Some(webhook)
+        }
+        _ => {
+            tracing::warn!("no [access] alert_webhook_url: break-glass use is audited but nobody is alerted");
+            None
+        }
+    };
+    Ok(ward_access::Access::new(store, audit, settings, alerts))
+}
+
 /// The messaging service, configured from `[messaging]`.
 pub fn messaging(
     config: &Config,
     store: Arc<dyn Store>,
     audit: AuditLog,
     keys: DataKeys,
+    access: ward_access::Access,
 ) -> Result<ward_messaging::Messaging, StartError> {
     let settings = ward_messaging::MessagingSettings {
         max_body_bytes: usize::try_from(config.messaging.max_body_bytes).unwrap_or(usize::MAX),
         max_group_members: usize::try_from(config.messaging.max_group_members).unwrap_or(usize::MAX),
     };
-    let messaging = ward_messaging::Messaging::new(store, audit, keys, settings);
+    let messaging = ward_messaging::Messaging::new(store, audit, keys, access, settings);
     let m = &config.messaging;
     match (&m.push_webhook_url, &m.push_webhook_secret) {
         (Some(url), Some(secret)) => {

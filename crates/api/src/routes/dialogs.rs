@@ -12,7 +12,7 @@ use ward_storage::HistoryQuery;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, CONVERSATION_ROLES, Caller};
+use crate::extract::{ApiJson, Caller};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -65,9 +65,8 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<NewDialogRequest>,
 ) -> Result<(StatusCode, Json<Dialog>), ApiError> {
-    caller.require_any(&state, &CONVERSATION_ROLES, "dialog.create").await?;
     let new = NewDialog { kind: body.kind, name: body.name, members: body.members };
-    let (dialog, created) = state.messaging.create_dialog(&caller.ctx, new).await?;
+    let (dialog, created) = state.messaging.create_dialog(&caller.ctx, &caller.principal, new).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(dialog)))
 }
 
@@ -75,7 +74,6 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/dialogs", tag = "dialogs", security(("bearer" = [])),
     responses((status = 200, body = DialogList)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<DialogList>, ApiError> {
-    caller.require_any(&state, &CONVERSATION_ROLES, "dialog.list").await?;
     Ok(Json(DialogList { dialogs: state.messaging.dialogs(&caller.ctx).await? }))
 }
 
@@ -87,8 +85,7 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Dialog>, ApiError> {
-    caller.require_any(&state, &CONVERSATION_ROLES, "dialog.read").await?;
-    Ok(Json(state.messaging.dialog(&caller.ctx, id).await?))
+    Ok(Json(state.messaging.dialog(&caller.ctx, &caller.principal, id).await?))
 }
 
 /// Sends a message (201; 200 with the first message when `client_msg_id` repeats).
@@ -102,9 +99,8 @@ pub async fn send(
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<NewMessageRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
-    caller.require_any(&state, &CONVERSATION_ROLES, "message.create").await?;
     let new = NewMessage { body: body.body, client_msg_id: body.client_msg_id, attachments: body.attachments };
-    let (message, created) = state.messaging.send(&caller.ctx, id, new).await?;
+    let (message, created) = state.messaging.send(&caller.ctx, &caller.principal, id, new).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(message)))
 }
 
@@ -118,9 +114,8 @@ pub async fn history(
     Path(id): Path<Uuid>,
     Query(params): Query<HistoryParams>,
 ) -> Result<Json<History>, ApiError> {
-    caller.require_any(&state, &CONVERSATION_ROLES, "message.read").await?;
     let query = HistoryQuery { after: params.after, before: params.before, limit: params.limit.unwrap_or(50) };
-    Ok(Json(state.messaging.history(&caller.ctx, id, query).await?))
+    Ok(Json(state.messaging.history(&caller.ctx, &caller.principal, id, query).await?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -154,8 +149,7 @@ pub async fn edit(
     Path((id, mid)): Path<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<EditRequest>,
 ) -> Result<Json<Message>, ApiError> {
-    caller.require_any(&state, &CONVERSATION_ROLES, "message.update").await?;
-    Ok(Json(state.messaging.edit(&caller.ctx, id, mid, body.body).await?))
+    Ok(Json(state.messaging.edit(&caller.ctx, &caller.principal, id, mid, body.body).await?))
 }
 
 /// Deletes a message (its sender or a dialog admin): the body is erased, a tombstone stays.
@@ -166,8 +160,7 @@ pub async fn delete(
     caller: Caller,
     Path((id, mid)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<Message>, ApiError> {
-    caller.require_any(&state, &CONVERSATION_ROLES, "message.delete").await?;
-    Ok(Json(state.messaging.delete(&caller.ctx, id, mid).await?))
+    Ok(Json(state.messaging.delete(&caller.ctx, &caller.principal, id, mid).await?))
 }
 
 /// Marks the dialog read up to a `seq` (a read receipt; the marker never moves back).
@@ -180,8 +173,7 @@ pub async fn read(
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<ReadRequest>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_any(&state, &CONVERSATION_ROLES, "receipt.read").await?;
-    state.messaging.mark_read(&caller.ctx, id, body.up_to_seq).await?;
+    state.messaging.mark_read(&caller.ctx, &caller.principal, id, body.up_to_seq).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -195,8 +187,7 @@ pub async fn add_member(
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<MemberRequest>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_any(&state, &CONVERSATION_ROLES, "dialog.member_add").await?;
-    state.messaging.add_member(&caller.ctx, id, body.user_id).await?;
+    state.messaging.add_member(&caller.ctx, &caller.principal, id, body.user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -208,7 +199,6 @@ pub async fn remove_member(
     caller: Caller,
     Path((id, user_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_any(&state, &CONVERSATION_ROLES, "dialog.member_remove").await?;
-    state.messaging.remove_member(&caller.ctx, id, user_id).await?;
+    state.messaging.remove_member(&caller.ctx, &caller.principal, id, user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,8 +4,11 @@ pub mod admin_keys;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod breakglass;
 pub mod dialogs;
 pub mod health;
+pub mod policies;
+pub mod review;
 pub mod sts;
 pub mod users;
 pub mod ws;
@@ -59,9 +62,17 @@ pub fn build(state: AppState) -> Router {
         .routes(routes!(dialogs::read))
         .routes(routes!(dialogs::add_member))
         .routes(routes!(dialogs::remove_member))
+        .routes(routes!(breakglass::invoke))
+        .routes(routes!(breakglass::list))
+        .routes(routes!(breakglass::revoke))
+        .routes(routes!(policies::list))
+        .routes(routes!(policies::get, policies::put, policies::delete))
+        .routes(routes!(policies::attach))
+        .routes(routes!(policies::simulate))
+        .routes(routes!(review::review))
         .routes(routes!(ws::upgrade))
         .split_for_parts();
-    let api = std::sync::Arc::new(api);
+    let api = std::sync::Arc::new(openapi::with_route_rules(api));
     let max_body = usize::try_from(state.config.server.max_body_bytes).unwrap_or(usize::MAX);
     let timeout = Duration::from_secs(state.config.server.request_timeout_s);
 

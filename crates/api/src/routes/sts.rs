@@ -17,8 +17,8 @@ pub struct AssumeRole {
     role: String,
     /// Lifetime in seconds, 900 to 43,200.
     duration_s: u64,
-    /// A session policy to narrow the role further. Policies arrive with access control;
-    /// until then a request that carries one is refused rather than silently widened.
+    /// A session policy (a policy document) to narrow the role further: the credential may
+    /// do only what both the role's policies and this one allow, and a deny in either wins.
     #[schema(value_type = Option<Object>)]
     policy: Option<serde_json::Value>,
 }
@@ -42,10 +42,17 @@ pub async fn assume_role(
     caller: Caller,
     ApiJson(body): ApiJson<AssumeRole>,
 ) -> Result<Json<Credential>, ApiError> {
-    if body.policy.is_some() {
-        return Err(ApiError::invalid_request("policy: session policies are not supported yet; omit it"));
-    }
-    let ok = state.accounts.assume_role(&caller.ctx, &caller.who, &body.role, body.duration_s).await?;
+    // Checked here, stored as its canonical JSON, applied by the policy engine on every use.
+    let policy = match body.policy {
+        Some(value) => {
+            let policy = ward_access::service::session_policy_from_value(value)?;
+            let text = serde_json::to_string(&policy.document)
+                .map_err(|_| ApiError::invalid_request("policy: cannot be stored"))?;
+            Some(text)
+        }
+        None => None,
+    };
+    let ok = state.accounts.assume_role(&caller.ctx, &caller.who, &body.role, body.duration_s, policy).await?;
     let role = ok.session.assumed_role.clone().unwrap_or_default();
     Ok(Json(Credential { token: ok.token.expose().to_string(), expires_at: ok.session.expires_at, role }))
 }

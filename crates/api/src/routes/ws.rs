@@ -96,6 +96,8 @@ const WRITE_BUFFER: usize = 8 * 1024;
 const OUTGOING_CAPACITY: usize = 256;
 /// Close code: not (or no longer) authenticated.
 const UNAUTHENTICATED: u16 = 4401;
+/// Close code: authenticated, but the caller's policies do not allow `realtime:connect`.
+const FORBIDDEN: u16 = 4403;
 /// The client did not keep up with its events; it reconnects and resumes through history.
 const SLOW_CONSUMER: u16 = ward_messaging::events::SLOW_CONSUMER_CLOSE;
 
@@ -184,7 +186,26 @@ async fn handshake(
             }
             Err(End::Close(UNAUTHENTICATED, "mfa_required"))
         }
-        Ok(who) => Ok((token, who)),
+        Ok(who) => {
+            // The route's declared action, through the policy engine like every route.
+            let ctx = who.context(client.ip.clone(), client.user_agent.clone(), anonymous.now);
+            let allowed = async {
+                let principal = crate::extract::principal_of(state, &who, client.ip.as_deref()).await?;
+                let decision = principal.decide("realtime:connect", "*", ctx.now, ward_access::Facts::default());
+                if !decision.allowed {
+                    state.access.record_denial(&ctx, "realtime.connect", "realtime:connect", "*", &decision).await?;
+                }
+                Ok::<bool, crate::error::ApiError>(decision.allowed)
+            };
+            match allowed.await {
+                Ok(true) => Ok((token, who)),
+                Ok(false) => Err(End::Close(FORBIDDEN, "forbidden")),
+                Err(e) => {
+                    tracing::error!(error = ?e, "cannot decide on a WebSocket");
+                    Err(End::Close(close_code::ERROR, "unavailable"))
+                }
+            }
+        }
         Err(AuthError::SessionExpired) => Err(End::Close(UNAUTHENTICATED, "session_expired")),
         Err(AuthError::Unauthenticated) => Err(refuse()),
         Err(e) => {
@@ -380,7 +401,11 @@ impl Connection {
                 self.activity(state, socket).await?;
                 let ctx =
                     self.who.context(self.client.ip.clone(), self.client.user_agent.clone(), OffsetDateTime::now_utc());
-                match state.messaging.typing(&ctx, dialog_id).await {
+                let principal = match crate::extract::principal_of(state, &self.who, self.client.ip.as_deref()).await {
+                    Ok(p) => p,
+                    Err(_) => return error(socket, "unavailable", "the typing indicator could not be sent").await,
+                };
+                match state.messaging.typing(&ctx, &principal, dialog_id).await {
                     Ok(()) => Ok(()),
                     Err(ward_messaging::MessagingError::NotFound) => error(socket, "not_found", "no such dialog").await,
                     Err(e) => {

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `ward` binary on port 0 with a temporary data dir, spoken
 //! to over HTTP(S) as a client would.
 
+mod access;
 mod api_keys;
 mod audit;
 mod cli_users;
