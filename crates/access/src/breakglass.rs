@@ -50,9 +50,11 @@ impl Access {
             ));
         }
         if self.store().dialog_by_id(dialog_id).await?.is_none() {
+            self.audit().record_alone(&refuse("no_such_dialog")).await?;
             return Err(AccessError::NotFound);
         }
         if self.store().member(dialog_id, who.user_id).await?.is_some() {
+            self.audit().record_alone(&refuse("already_a_member")).await?;
             return Err(AccessError::Conflict("the caller is a member of this dialog already".into()));
         }
         let facts = Facts { dialog_member: Some(false), breakglass: Some(false) };

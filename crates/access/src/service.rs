@@ -144,20 +144,18 @@ impl Snapshot {
     fn build(records: Vec<PolicyRecord>, attachments: Vec<PolicyAttachment>) -> Snapshot {
         let mut custom = BTreeMap::new();
         for r in &records {
-            // Documents are checked before they are stored; one that no longer parses (a
-            // newer version's syntax after a downgrade) grants nothing and is logged.
+            // Documents are checked before they are stored. One that no longer parses (a
+            // newer version's syntax after a downgrade, a damaged row) must not silently
+            // stop denying: it becomes "deny everything" for whoever it is attached to.
             let parsed = serde_json::from_str(&r.document)
                 .map_err(|e| e.to_string())
                 .and_then(|v| PolicyDocument::parse(v).map_err(|e| e.to_string()))
                 .and_then(|d| Policy::compile(r.name.clone(), d).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(p) => {
-                    custom.insert(r.name.clone(), Arc::new(p));
-                }
-                Err(e) => {
-                    tracing::error!(policy = %r.name, error = %e, "a stored policy cannot be read; it grants nothing")
-                }
-            }
+            let policy = parsed.unwrap_or_else(|e| {
+                tracing::error!(policy = %r.name, error = %e, "a stored policy cannot be read; it denies everything");
+                deny_all_policy_named(&r.name)
+            });
+            custom.insert(r.name.clone(), Arc::new(policy));
         }
         let mut by_role: HashMap<String, Vec<Arc<Policy>>> = HashMap::new();
         let mut by_user: HashMap<Uuid, Vec<Arc<Policy>>> = HashMap::new();
@@ -521,8 +519,8 @@ impl Access {
         self.get(name).await
     }
 
-    /// Evaluates a hypothetical request (nothing is recorded but the call itself, by the
-    /// API layer).
+    /// Evaluates a hypothetical request (the API layer records the call as
+    /// `policy.simulate`).
     pub async fn simulate(&self, sim: &Simulation) -> Result<Decision, AccessError> {
         let snapshot = self.snapshot().await?;
         let policies = match &sim.subject {
@@ -609,9 +607,14 @@ pub fn session_policy_from_value(value: serde_json::Value) -> Result<Policy, Acc
 
 /// A session policy that denies everything: one statement `deny * *`.
 fn deny_all_policy() -> Policy {
+    deny_all_policy_named("session")
+}
+
+/// A policy named `name` that denies everything: one statement `deny * *`.
+fn deny_all_policy_named(name: &str) -> Policy {
     let doc = PolicyDocument::parse(serde_json::json!({
         "statements": [{"effect": "deny", "actions": ["*"], "resources": ["*"]}]
     }))
     .expect("a constant policy parses");
-    Policy::compile("session", doc).expect("a constant policy compiles")
+    Policy::compile(name, doc).expect("a constant policy compiles")
 }

@@ -101,11 +101,14 @@ pub fn is_public(method: &str, path: &str) -> bool {
 }
 
 /// The resource a rule names for these path parameters: `dialog/{id}` → `dialog/<id>`.
-/// A parameter the path lacks leaves the template as it is, which matches only `*`.
+/// An id is written in its canonical form (lower-case, hyphenated), as the handler will
+/// read it, so that `0190ABCD…` cannot slip past a deny written for `0190abcd…`. A
+/// parameter the path lacks leaves the template as it is, which matches only `*`.
 pub fn resource(template: &str, params: &[(&str, &str)]) -> String {
     let mut out = template.to_string();
     for (name, value) in params {
-        out = out.replace(&format!("{{{name}}}"), value);
+        let canonical = value.parse::<uuid::Uuid>().map_or_else(|_| (*value).to_string(), |id| id.to_string());
+        out = out.replace(&format!("{{{name}}}"), &canonical);
     }
     out
 }
@@ -128,5 +131,10 @@ mod tests {
         assert_eq!(resource("dialog/{id}", &[("id", "42"), ("mid", "7")]), "dialog/42");
         assert_eq!(resource("apikey/{key_id}", &[("id", "1"), ("key_id", "9")]), "apikey/9");
         assert_eq!(resource("*", &[]), "*");
+        let id = "0190abcd-0000-7000-8000-0000000000ff";
+        for written in ["0190ABCD-0000-7000-8000-0000000000FF", "0190abcd000070008000 0000000000ff"] {
+            let written = written.replace(' ', "");
+            assert_eq!(resource("user/{id}", &[("id", &written)]), format!("user/{id}"), "{written}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use uuid::Uuid;
-use ward_access::Principal;
+use ward_access::{Facts, Principal};
 use ward_audit::{Context, Outcome};
 use ward_keys::DataKey;
 use ward_storage::{DialogRecord, HistoryQuery, MemberRecord, StoreError};
@@ -12,6 +12,9 @@ use ward_storage::{DialogRecord, HistoryQuery, MemberRecord, StoreError};
 use crate::MessagingError;
 use crate::sealing::{dialog_name_aad, dialog_scope};
 use crate::service::{Dialog, DialogKind, Messaging, NewDialog};
+
+/// A member's relation to a dialog, for decisions.
+const MEMBER: Facts = Facts { dialog_member: Some(true), breakglass: Some(false) };
 
 /// Longest dialog name, in characters.
 const MAX_NAME_CHARS: usize = 200;
@@ -136,19 +139,29 @@ impl Messaging {
         let event = reading.mark(ctx.event("dialog.read", Outcome::Success).resource(format!("dialog/{id}")));
         self.audit.record_alone(&event).await?;
         let key = self.dialog_key(&record).await?;
-        let last_read = match &reading {
-            crate::service::Reading::Member(m) => m.last_read_seq,
+        let (last_read, facts) = match &reading {
+            crate::service::Reading::Member(m) => (m.last_read_seq, MEMBER),
             // Someone reading without a membership has no read marker: nothing is "unread".
-            _ => record.last_seq,
+            crate::service::Reading::BreakGlass(_) => {
+                (record.last_seq, Facts { dialog_member: Some(false), breakglass: Some(true) })
+            }
+            crate::service::Reading::Policy => {
+                (record.last_seq, Facts { dialog_member: Some(false), breakglass: Some(false) })
+            }
         };
-        self.view(&key, record, last_read).await
+        // The last message is message content: shown only if `message:read` is allowed too.
+        let with_last = who.decide("message:read", &format!("dialog/{id}"), ctx.now, facts).allowed;
+        self.view(&key, record, last_read, with_last).await
     }
 
     /// The caller's dialogs, newest activity first, each with its unread count and last
-    /// message (recorded as one `dialog.list` with the count).
-    pub async fn dialogs(&self, ctx: &Context) -> Result<Vec<Dialog>, MessagingError> {
+    /// message (recorded as one `dialog.list` with the count). Only the dialogs the caller's
+    /// policies let it read as a member are listed, and a last message only where it may
+    /// read messages.
+    pub async fn dialogs(&self, ctx: &Context, who: &Principal) -> Result<Vec<Dialog>, MessagingError> {
         let me = Self::caller(ctx)?;
-        let rows = self.store.dialogs_of_user(me).await?;
+        let mut rows = self.store.dialogs_of_user(me).await?;
+        rows.retain(|(d, _)| who.decide("dialog:read", &format!("dialog/{}", d.id), ctx.now, MEMBER).allowed);
         let event = ctx
             .event("dialog.list", Outcome::Success)
             .resource(format!("user/{me}/dialogs"))
@@ -157,14 +170,21 @@ impl Messaging {
         let mut out = Vec::with_capacity(rows.len());
         for (record, member) in rows {
             let key = self.dialog_key(&record).await?;
-            out.push(self.view(&key, record, member.last_read_seq).await?);
+            let with_last = who.decide("message:read", &format!("dialog/{}", record.id), ctx.now, MEMBER).allowed;
+            out.push(self.view(&key, record, member.last_read_seq, with_last).await?);
         }
         Ok(out)
     }
 
-    async fn view(&self, key: &DataKey, record: DialogRecord, last_read_seq: i64) -> Result<Dialog, MessagingError> {
+    async fn view(
+        &self,
+        key: &DataKey,
+        record: DialogRecord,
+        last_read_seq: i64,
+        with_last: bool,
+    ) -> Result<Dialog, MessagingError> {
         let members = self.store.members(record.id).await?;
-        let last = if record.last_seq > 0 {
+        let last = if with_last && record.last_seq > 0 {
             let page = HistoryQuery { after: None, before: Some(record.last_seq + 1), limit: 1 };
             self.store.messages(record.id, page).await?.pop()
         } else {

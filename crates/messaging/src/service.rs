@@ -6,7 +6,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use ward_access::{Facts, Principal};
-use ward_audit::{AuditLog, Context};
+use ward_audit::{AuditLog, Context, Outcome};
 use ward_keys::{DataKey, DataKeys};
 use ward_storage::{DialogRecord, MemberRecord, MessageRecord, Store};
 
@@ -284,7 +284,15 @@ impl Messaging {
         self.decide(ctx, who, dialog_id, op, facts).await?;
         // A custom policy may allow an action to non-members, but a change to a dialog
         // needs a membership to act through.
-        Ok((dialog, member.ok_or(MessagingError::NotFound)?))
+        let Some(member) = member else {
+            let event = ctx
+                .event(op.audit, Outcome::Denied)
+                .resource(format!("dialog/{dialog_id}"))
+                .reason("a change to a dialog needs its membership");
+            self.audit.record_alone(&event).await?;
+            return Err(MessagingError::NotFound);
+        };
+        Ok((dialog, member))
     }
 
     /// The dialog and how the caller may read it: as a member, under a live break-glass

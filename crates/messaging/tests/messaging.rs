@@ -201,7 +201,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     ));
     let unknown = NewDialog { kind: DialogKind::Group, name: None, members: vec![Uuid::now_v7()] };
     assert!(matches!(w.messaging.create_dialog(&ann.0, &ann.1, unknown).await, Err(MessagingError::Invalid(_))));
-    assert!(w.messaging.dialogs(&ann.0).await.expect("list").is_empty(), "nothing was created");
+    assert!(w.messaging.dialogs(&ann.0, &ann.1).await.expect("list").is_empty(), "nothing was created");
 
     let (dialog, _) = w
         .messaging

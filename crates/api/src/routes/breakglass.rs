@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+use ward_audit::Outcome;
 use ward_storage::BreakGlassGrant;
 
 use crate::AppState;
@@ -19,7 +20,8 @@ use crate::extract::{ApiJson, Caller};
 pub struct Invoke {
     /// Why emergency access is needed, 20 to 1,000 characters. Recorded in the audit trail
     /// and shown to administrators and auditors: state the justification, not clinical
-    /// details.
+    /// details. A missing reason is refused (400) like a short one, and recorded.
+    #[serde(default)]
     reason: String,
 }
 
@@ -106,6 +108,9 @@ pub async fn list(
         return Err(ApiError::invalid_request("days: 1 to 366"));
     }
     let now = caller.ctx.now;
+    // The list shows the stated reasons: who read them is recorded.
+    let event = caller.ctx.event("breakglass.list", Outcome::Success).resource("*").detail("days", days);
+    state.audit.record_alone(&event).await?;
     let grants = state.access.grants(now - time::Duration::days(days)).await?;
     let grants = grants.into_iter().map(|g| Grant::of(g, now)).filter(|g| !q.active || g.active).collect();
     Ok(Json(GrantList { grants }))

@@ -74,7 +74,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/dialogs", tag = "dialogs", security(("bearer" = [])),
     responses((status = 200, body = DialogList)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<DialogList>, ApiError> {
-    Ok(Json(DialogList { dialogs: state.messaging.dialogs(&caller.ctx).await? }))
+    Ok(Json(DialogList { dialogs: state.messaging.dialogs(&caller.ctx, &caller.principal).await? }))
 }
 
 /// One dialog.

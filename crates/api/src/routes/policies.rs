@@ -136,7 +136,7 @@ pub struct SimAnswer {
     responses((status = 200, body = SimAnswer), (status = 400), (status = 404)))]
 pub async fn simulate(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiJson(body): ApiJson<SimRequest>,
 ) -> Result<Json<SimAnswer>, ApiError> {
     let subject = match (body.user_id, body.role, body.policies) {
@@ -164,6 +164,12 @@ pub async fn simulate(
         breakglass: c.breakglass,
     };
     let session_policy = body.session_policy.map(ward_access::service::session_policy_from_value).transpose()?;
+    let event = caller
+        .ctx
+        .event("policy.simulate", ward_audit::Outcome::Success)
+        .resource(body.resource.clone())
+        .detail("policy_action", body.action.clone());
+    state.audit.record_alone(&event).await?;
     let sim = Simulation { subject, action: body.action, resource: body.resource, context, session_policy };
     let Decision { allowed, matched } = state.access.simulate(&sim).await?;
     Ok(Json(SimAnswer { decision: if allowed { "allow" } else { "deny" }, matched_statements: matched }))

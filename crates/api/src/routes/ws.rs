@@ -272,6 +272,24 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
+/// How long a socket decides events with the principal it built before building it again,
+/// so policy changes reach open sockets within this plus `[access] policy_cache_s`.
+const PRINCIPAL_TTL: Duration = Duration::from_secs(2);
+
+/// The part of an event frame that says which dialog it is about.
+#[derive(serde::Deserialize)]
+struct EventHead {
+    #[serde(rename = "type")]
+    kind: String,
+    dialog_id: Option<uuid::Uuid>,
+    dialog: Option<DialogHead>,
+}
+
+#[derive(serde::Deserialize)]
+struct DialogHead {
+    id: uuid::Uuid,
+}
+
 /// An authenticated socket and the deadlines it enforces.
 struct Connection {
     /// The bearer token, kept to re-authenticate on activity; zeroized when the socket ends.
@@ -293,6 +311,11 @@ struct Connection {
     recheck_at: Instant,
     /// The wait before re-reading after a failed read (doubles up to [`MAX_RETRY`]).
     retry: Duration,
+    /// The caller in policy terms, for deciding which events it may see, and when it was
+    /// built.
+    principal: Option<(ward_access::Principal, Instant)>,
+    /// Decisions already made with that principal, by dialog and action.
+    may_see: std::collections::HashMap<(uuid::Uuid, &'static str), bool>,
 }
 
 impl Connection {
@@ -317,7 +340,34 @@ impl Connection {
             // Spread over the interval, so sockets opened together do not re-read together.
             recheck_at: Instant::now() + jitter(SAFETY_RECHECK),
             retry: FIRST_RETRY,
+            principal: None,
+            may_see: std::collections::HashMap::new(),
         }
+    }
+
+    /// Whether the caller's policies let it see this event: `message:read` for message
+    /// events, `dialog:read` for the others, on the event's dialog as a member (events go
+    /// to members only). Fails closed: an event naming no dialog, or a principal that
+    /// cannot be built, is not sent.
+    async fn may_see(&mut self, state: &AppState, frame: &str) -> bool {
+        let Ok(head) = serde_json::from_str::<EventHead>(frame) else { return false };
+        let Some(dialog) = head.dialog_id.or(head.dialog.map(|d| d.id)) else { return false };
+        let action = if head.kind.starts_with("message.") { "message:read" } else { "dialog:read" };
+        if self.principal.as_ref().is_none_or(|(_, at)| at.elapsed() >= PRINCIPAL_TTL) {
+            match crate::extract::principal_of(state, &self.who, self.client.ip.as_deref()).await {
+                Ok(p) => self.principal = Some((p, Instant::now())),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "cannot decide on a WebSocket event; it is not sent");
+                    return false;
+                }
+            }
+            self.may_see.clear();
+        }
+        let Some((principal, _)) = &self.principal else { return false };
+        *self.may_see.entry((dialog, action)).or_insert_with(|| {
+            let facts = ward_access::Facts { dialog_member: Some(true), breakglass: Some(false) };
+            principal.decide(action, &format!("dialog/{dialog}"), OffsetDateTime::now_utc(), facts).allowed
+        })
     }
 
     async fn run(mut self, state: &AppState, socket: &mut WebSocket) -> End {
@@ -353,7 +403,10 @@ impl Connection {
                 _ = ping.tick() => write(socket, Message::Ping(Default::default())).await,
                 Some(frame) = self.queued.recv() => write(socket, Message::Text(frame.0)).await,
                 event = events.events.recv() => match event {
-                    Some(frame) => write(socket, Message::Text(Utf8Bytes::from(frame.to_string()))).await,
+                    Some(frame) if self.may_see(state, &frame).await => {
+                        write(socket, Message::Text(Utf8Bytes::from(frame.to_string()))).await
+                    }
+                    Some(_) => Ok(()),
                     None => Err(End::Close(SLOW_CONSUMER, "slow consumer: reconnect and resume through history")),
                 },
                 received = socket.recv() => match received {
@@ -444,6 +497,8 @@ impl Connection {
             Some(true) => {
                 self.retry = FIRST_RETRY;
                 self.recheck_at = Instant::now() + SAFETY_RECHECK;
+                // Roles or credentials may have changed: decide events afresh.
+                self.principal = None;
                 Ok(())
             }
             Some(false) => {

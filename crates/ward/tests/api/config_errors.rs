@@ -171,3 +171,30 @@ fn push_webhook_needs_https_and_a_long_secret() {
     assert!(shown.contains("push.example") && !shown.contains(secret.1), "the secret is redacted: {shown}");
     assert!(!shown.contains("PUSH-URL-TOKEN"), "so is a token in the URL: {shown}");
 }
+
+#[test]
+fn access_settings_are_bounded_and_the_alert_webhook_needs_https_and_a_long_secret() {
+    let d = data_dir();
+    let minutes = ("WARD_ACCESS_BREAKGLASS_MINUTES", "0");
+    assert_one_clear_line(&serve(&d.path, &[], &[minutes]), 2, &["access.breakglass_minutes", "between 1 and 1440"]);
+    let dormant = ("WARD_ACCESS_DORMANT_DAYS", "0");
+    assert_one_clear_line(&serve(&d.path, &[], &[dormant]), 2, &["access.dormant_days", "between"]);
+    let secret = ("WARD_ACCESS_ALERT_WEBHOOK_SECRET", "an alert webhook secret of 32+ chars");
+    let plain = ("WARD_ACCESS_ALERT_WEBHOOK_URL", "http://alerts.example/hook");
+    assert_one_clear_line(&serve(&d.path, &[], &[plain, secret]), 2, &["access.alert_webhook_url", "https"]);
+    let url = ("WARD_ACCESS_ALERT_WEBHOOK_URL", "https://alerts.example/hook?token=ALERT-URL-TOKEN");
+    assert_one_clear_line(&serve(&d.path, &[], &[url]), 2, &["access.alert_webhook_secret", "required"]);
+    let short = ("WARD_ACCESS_ALERT_WEBHOOK_SECRET", "short");
+    assert_one_clear_line(&serve(&d.path, &[], &[url, short]), 2, &["access.alert_webhook_secret", "32"]);
+    assert_one_clear_line(&serve(&d.path, &[], &[secret]), 2, &["access.alert_webhook_secret", "without"]);
+    assert!(!d.path.exists(), "a refused configuration touches nothing");
+
+    let mut cmd = ward();
+    cmd.args(["serve", "--print-config", "--data-dir"]).arg(&d.path).env(url.0, url.1).env(secret.0, secret.1);
+    let out = run(cmd, None);
+    assert!(out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("alerts.example") && !shown.contains(secret.1), "the secret is redacted: {shown}");
+    assert!(!shown.contains("ALERT-URL-TOKEN"), "so is a token in the URL: {shown}");
+    assert!(shown.contains("breakglass_minutes = 60"), "{shown}");
+}

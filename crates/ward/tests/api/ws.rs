@@ -493,3 +493,66 @@ async fn ws_ends_when_its_api_key_is_revoked_or_its_user_disabled_by_the_cli() {
     assert_eq!(next_json(&mut ws, SOON).await, json!({"type": "session.expired", "reason": "revoked"}));
     expect_close(&mut ws, SOON, "session_expired").await;
 }
+
+/// A member whose policies deny reading one dialog gets none of its events on the socket and
+/// no last message in the list, while another dialog's events still arrive.
+#[tokio::test]
+async fn a_member_denied_reading_gets_no_events_or_last_message_of_that_dialog() {
+    let dir = data_dir();
+    add_user(&dir.path, &[], "pat.a", "patient", PASSWORD);
+    add_user(&dir.path, &[], "pat.b", "patient", PASSWORD);
+    add_user(&dir.path, &[], "adam", "admin", PASSWORD);
+    let server = Server::start(&dir.path, &["--no-tls"], &[("WARD_ACCESS_POLICY_CACHE_S", "0")]);
+    let c = server.client();
+    let a = login(&server, "pat.a", PASSWORD).await;
+    let b = login(&server, "pat.b", PASSWORD).await;
+    let admin = login(&server, "adam", PASSWORD).await;
+    let b_id = user_id(&server, &b).await;
+    let mut dialogs = Vec::new();
+    for _ in 0..2 {
+        let res = c
+            .post(server.at("/v1/dialogs"))
+            .bearer_auth(&a)
+            .json(&json!({"type": "group", "name": "care", "members": [b_id]}))
+            .send()
+            .await
+            .expect("dialog");
+        dialogs.push(res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string());
+    }
+    let (hidden, open) = (dialogs[0].clone(), dialogs[1].clone());
+    send_message(&server, &a, &hidden, "HIDDEN-MARKER before").await;
+    let deny = json!({"statements": [{"effect": "deny", "actions": ["message:read"],
+                                      "resources": [format!("dialog/{hidden}")]}]});
+    let res = c.put(server.at("/v1/admin/policies/no-reading")).bearer_auth(&admin).json(&deny).send().await;
+    assert_eq!(res.expect("put").status(), 201);
+    let res = c
+        .put(server.at("/v1/admin/policies/no-reading/attachments"))
+        .bearer_auth(&admin)
+        .json(&json!({"users": [b_id]}))
+        .send()
+        .await
+        .expect("attach");
+    assert_eq!(res.status(), 200);
+
+    let list: Value =
+        c.get(server.at("/v1/dialogs")).bearer_auth(&b).send().await.expect("list").json().await.expect("json");
+    let entry = |id: &str| list["dialogs"].as_array().expect("dialogs").iter().find(|d| d["id"] == id).cloned();
+    assert_eq!(entry(&hidden).expect("still listed: dialog:read is allowed")["last_message"], Value::Null);
+    assert!(!list.to_string().contains("HIDDEN-MARKER"), "{list}");
+
+    let (mut ws, _) = ready(&server, &b).await;
+    send_message(&server, &a, &hidden, "HIDDEN-MARKER live").await;
+    send_message(&server, &a, &open, "visible").await;
+    // Events reach a socket in order: the visible one arrives, the hidden one never did.
+    loop {
+        let event = next_json(&mut ws, SOON).await;
+        assert!(!event.to_string().contains("HIDDEN-MARKER"), "a denied dialog's event was sent: {event}");
+        if event["type"] == "message.created" {
+            assert_eq!(event["dialog_id"], open.as_str());
+            assert_eq!(event["message"]["body"], "visible");
+            break;
+        }
+    }
+    let res = c.get(server.at(&format!("/v1/dialogs/{hidden}/messages"))).bearer_auth(&b).send().await;
+    assert_eq!(res.expect("history").status(), 403, "a member refused by policy gets 403");
+}
