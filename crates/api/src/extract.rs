@@ -205,3 +205,13 @@ impl FromRequestParts<AppState> for Caller {
         Ok(caller)
     }
 }
+
+/// A look-back period from a `days` query parameter (1 to 366, `default` when absent):
+/// the days and the moment the period starts, counted back from `now`.
+pub fn look_back(days: Option<i64>, default: i64, now: OffsetDateTime) -> Result<(i64, OffsetDateTime), ApiError> {
+    let days = days.unwrap_or(default);
+    if !(1..=366).contains(&days) {
+        return Err(ApiError::invalid_request("days: 1 to 366"));
+    }
+    Ok((days, now - time::Duration::days(days)))
+}

@@ -13,7 +13,7 @@ use ward_storage::BreakGlassGrant;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, Caller, look_back};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -103,15 +103,12 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<GrantsQuery>,
 ) -> Result<Json<GrantList>, ApiError> {
-    let days = q.days.unwrap_or(30);
-    if !(1..=366).contains(&days) {
-        return Err(ApiError::invalid_request("days: 1 to 366"));
-    }
     let now = caller.ctx.now;
+    let (days, since) = look_back(q.days, 30, now)?;
     // The list shows the stated reasons: who read them is recorded.
     let event = caller.ctx.event("breakglass.list", Outcome::Success).resource("*").detail("days", days);
     state.audit.record_alone(&event).await?;
-    let grants = state.access.grants(now - time::Duration::days(days)).await?;
+    let grants = state.access.grants(since).await?;
     let grants = grants.into_iter().map(|g| Grant::of(g, now)).filter(|g| !q.active || g.active).collect();
     Ok(Json(GrantList { grants }))
 }

@@ -11,7 +11,7 @@ use ward_audit::Outcome;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::Caller;
+use crate::extract::{Caller, look_back};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -28,12 +28,9 @@ pub async fn review(
     caller: Caller,
     Query(q): Query<ReviewQuery>,
 ) -> Result<Json<Review>, ApiError> {
-    let days = q.days.unwrap_or(90);
-    if !(1..=366).contains(&days) {
-        return Err(ApiError::invalid_request("days: 1 to 366"));
-    }
     let now = caller.ctx.now;
+    let (days, since) = look_back(q.days, 90, now)?;
     let event = caller.ctx.event("access.review", Outcome::Success).resource("*").detail("days", days);
     state.audit.record_alone(&event).await?;
-    Ok(Json(state.access.review(now, now - time::Duration::days(days)).await?))
+    Ok(Json(state.access.review(now, since).await?))
 }

@@ -345,6 +345,18 @@ impl Connection {
         }
     }
 
+    /// The caller's principal, built again when older than [`PRINCIPAL_TTL`] or dropped by
+    /// a session change (which also forgets the decisions made with the old one); `None`
+    /// when it cannot be built.
+    async fn principal(&mut self, state: &AppState) -> Option<&ward_access::Principal> {
+        if self.principal.as_ref().is_none_or(|(_, at)| at.elapsed() >= PRINCIPAL_TTL) {
+            let built = crate::extract::principal_of(state, &self.who, self.client.ip.as_deref()).await.ok()?;
+            self.principal = Some((built, Instant::now()));
+            self.may_see.clear();
+        }
+        self.principal.as_ref().map(|(p, _)| p)
+    }
+
     /// Whether the caller's policies let it see this event: `message:read` for message
     /// events, `dialog:read` for the others, on the event's dialog as a member (events go
     /// to members only). Fails closed: an event naming no dialog, or a principal that
@@ -353,17 +365,10 @@ impl Connection {
         let Ok(head) = serde_json::from_str::<EventHead>(frame) else { return false };
         let Some(dialog) = head.dialog_id.or(head.dialog.map(|d| d.id)) else { return false };
         let action = if head.kind.starts_with("message.") { "message:read" } else { "dialog:read" };
-        if self.principal.as_ref().is_none_or(|(_, at)| at.elapsed() >= PRINCIPAL_TTL) {
-            match crate::extract::principal_of(state, &self.who, self.client.ip.as_deref()).await {
-                Ok(p) => self.principal = Some((p, Instant::now())),
-                Err(e) => {
-                    tracing::warn!(error = ?e, "cannot decide on a WebSocket event; it is not sent");
-                    return false;
-                }
-            }
-            self.may_see.clear();
-        }
-        let Some((principal, _)) = &self.principal else { return false };
+        let Some(principal) = self.principal(state).await.cloned() else {
+            tracing::warn!("cannot decide on a WebSocket event; it is not sent");
+            return false;
+        };
         *self.may_see.entry((dialog, action)).or_insert_with(|| {
             let facts = ward_access::Facts { dialog_member: Some(true), breakglass: Some(false) };
             principal.decide(action, &format!("dialog/{dialog}"), OffsetDateTime::now_utc(), facts).allowed
@@ -454,9 +459,8 @@ impl Connection {
                 self.activity(state, socket).await?;
                 let ctx =
                     self.who.context(self.client.ip.clone(), self.client.user_agent.clone(), OffsetDateTime::now_utc());
-                let principal = match crate::extract::principal_of(state, &self.who, self.client.ip.as_deref()).await {
-                    Ok(p) => p,
-                    Err(_) => return error(socket, "unavailable", "the typing indicator could not be sent").await,
+                let Some(principal) = self.principal(state).await.cloned() else {
+                    return error(socket, "unavailable", "the typing indicator could not be sent").await;
                 };
                 match state.messaging.typing(&ctx, &principal, dialog_id).await {
                     Ok(()) => Ok(()),

@@ -185,16 +185,7 @@ async fn custom_policies_are_validated_audited_simulated_and_enforced() {
 
     let doc = json!({"statements": [{"sid": "no-sending", "effect": "deny", "actions": ["message:send"],
                                      "resources": ["dialog/*"]}]});
-    let res = c.put(server.at("/v1/admin/policies/read-only")).bearer_auth(&admin).json(&doc).send().await;
-    assert_eq!(res.expect("put").status(), 201);
-    let res = c
-        .put(server.at("/v1/admin/policies/read-only/attachments"))
-        .bearer_auth(&admin)
-        .json(&json!({"users": [b_id]}))
-        .send()
-        .await
-        .expect("attach");
-    assert_eq!(res.status(), 200);
+    put_policy_for(&server, &admin, "read-only", &doc, &[&b_id]).await;
 
     // Enforced: the member is refused (403, she may see the dialog) and it is audited.
     let res = c

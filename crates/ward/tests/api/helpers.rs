@@ -371,3 +371,19 @@ pub async fn webhook_calls(calls: &WebhookCalls, n: usize) -> Vec<(std::collecti
     }
     calls.lock().expect("lock").clone()
 }
+
+/// Creates custom policy `name` (expects 201) as the administrator `admin` and attaches it
+/// to exactly `users` (expects 200).
+pub async fn put_policy_for(server: &Server, admin: &str, name: &str, document: &serde_json::Value, users: &[&str]) {
+    let c = server.client();
+    let res = c.put(server.at(&format!("/v1/admin/policies/{name}"))).bearer_auth(admin).json(document).send().await;
+    assert_eq!(res.expect("put").status(), 201);
+    let res = c
+        .put(server.at(&format!("/v1/admin/policies/{name}/attachments")))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "users": users }))
+        .send()
+        .await
+        .expect("attach");
+    assert_eq!(res.status(), 200);
+}

@@ -523,16 +523,7 @@ async fn a_member_denied_reading_gets_no_events_or_last_message_of_that_dialog()
     send_message(&server, &a, &hidden, "HIDDEN-MARKER before").await;
     let deny = json!({"statements": [{"effect": "deny", "actions": ["message:read"],
                                       "resources": [format!("dialog/{hidden}")]}]});
-    let res = c.put(server.at("/v1/admin/policies/no-reading")).bearer_auth(&admin).json(&deny).send().await;
-    assert_eq!(res.expect("put").status(), 201);
-    let res = c
-        .put(server.at("/v1/admin/policies/no-reading/attachments"))
-        .bearer_auth(&admin)
-        .json(&json!({"users": [b_id]}))
-        .send()
-        .await
-        .expect("attach");
-    assert_eq!(res.status(), 200);
+    put_policy_for(&server, &admin, "no-reading", &deny, &[&b_id]).await;
 
     let list: Value =
         c.get(server.at("/v1/dialogs")).bearer_auth(&b).send().await.expect("list").json().await.expect("json");
