@@ -185,6 +185,31 @@ impl From<ward_messaging::MessagingError> for ApiError {
     }
 }
 
+impl From<ward_files::FilesError> for ApiError {
+    fn from(e: ward_files::FilesError) -> Self {
+        use ward_files::FilesError as F;
+        match e {
+            F::NotFound => Self::not_found(),
+            F::Invalid(m) => Self::invalid_request(m),
+            F::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            F::TooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", e.to_string()),
+            F::UnsupportedType(m) => Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m),
+            F::RangeNotSatisfiable { .. } => {
+                Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", e.to_string())
+            }
+            F::Integrity => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "integrity_failure", e.to_string()),
+            F::Interrupted(_) => Self::invalid_request(e.to_string()),
+            F::Objects(o) => {
+                tracing::error!(error = %o, "object store unavailable");
+                Self::unavailable("file storage is unavailable")
+            }
+            F::Store(s) => s.into(),
+            F::Audit(a) => a.into(),
+            F::Keys(k) => k.into(),
+        }
+    }
+}
+
 impl From<ward_access::AccessError> for ApiError {
     fn from(e: ward_access::AccessError) -> Self {
         use ward_access::AccessError as A;

@@ -86,6 +86,12 @@ pub const RULES: &[Rule] = &[
     rule("post", "/v1/dialogs/{id}/members", "dialog:add_member", "dialog/{id}", "dialog.member_add"),
     rule("delete", "/v1/dialogs/{id}/members/{user_id}", "dialog:remove_member", "dialog/{id}", "dialog.member_remove"),
     rule("post", "/v1/dialogs/{id}/break-glass", "breakglass:invoke", "dialog/{id}", "breakglass.invoke"),
+    // The file's dialog is known only once the file is read: the route-level check asks
+    // whether the caller could act on any dialog's files; the files service then decides
+    // with the real dialog and relation.
+    rule("post", "/v1/files", "file:upload", "dialog/*", "file.upload"),
+    rule("get", "/v1/files/{id}", "file:read", "dialog/*", "file.read"),
+    rule("delete", "/v1/files/{id}", "file:delete", "dialog/*", "file.delete"),
     // Authenticated by its first frame, not a header; checked by the socket itself.
     rule("get", "/v1/ws", "realtime:connect", "*", "realtime.connect"),
 ];

@@ -46,6 +46,8 @@ pub struct AppState {
     pub keys: ward_keys::DataKeys,
     /// Dialogs and messages.
     pub messaging: ward_messaging::Messaging,
+    /// Shared files of dialogs.
+    pub files: ward_files::Files,
     /// Policies, decisions, break-glass grants and access reviews.
     pub access: ward_access::Access,
     /// The audit trail every handler records through.

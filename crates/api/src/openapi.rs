@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
          (name = "auth", description = "Sign-in and sessions"),
          (name = "users", description = "Account administration, for administrators"),
          (name = "dialogs", description = "Dialogs and messages, for their members"),
+         (name = "files", description = "Files shared in dialogs, for their members"),
          (name = "audit", description = "The audit trail, for auditors"),
          (name = "access", description = "Policies, break-glass oversight and access reviews"))
 )]

@@ -8,6 +8,7 @@
 //! running server (`--url`, `--admin-token`, optionally `--server-pid`).
 
 mod api;
+mod files;
 mod idle;
 mod load;
 mod procfs;
@@ -36,6 +37,9 @@ enum Command {
     Load(LoadArgs),
     /// N authenticated, idle WebSockets held open; the server's memory per connection.
     Idle(IdleArgs),
+    /// Upload and download throughput of one large file, and the server's RSS while a
+    /// larger one streams through.
+    Files(FilesArgs),
 }
 
 /// Which server, and how the bench talks to it.
@@ -130,6 +134,21 @@ pub struct IdleArgs {
     hold: f64,
 }
 
+#[derive(Debug, Args)]
+pub struct FilesArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Size of the file whose upload and download are timed, MiB.
+    #[arg(long, default_value_t = 256)]
+    size_mib: u64,
+    /// Size of the file streamed up and down while the server's RSS is sampled, MiB.
+    #[arg(long, default_value_t = 1024)]
+    stream_mib: u64,
+    /// Time allowed for one transfer, seconds.
+    #[arg(long, default_value_t = 900)]
+    request_timeout: u64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -153,6 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let target_args = match &cli.command {
         Command::Load(a) => &a.target,
         Command::Idle(a) => &a.target,
+        Command::Files(a) => &a.target,
     };
     if !matches!(target_args.role.as_str(), "clinician" | "staff" | "patient" | "service") {
         bail!("--role must be a conversation role: clinician, staff, patient or service");
@@ -161,6 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let wanted = match &cli.command {
         Command::Load(a) => a.clients + a.max_in_flight,
         Command::Idle(a) => a.connections,
+        Command::Files(_) => 64,
     } as u64
         + 512;
     let nofile = rlimit::increase_nofile_limit(wanted).context("raising RLIMIT_NOFILE")?;
@@ -183,6 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         match &cli.command {
             Command::Load(args) => load::run(&server, args).await?.print(args.target.json),
             Command::Idle(args) => idle::run(&server, args).await?.print(args.target.json),
+            Command::Files(args) => files::run(&server, args).await?.print(args.target.json),
         }
     };
     // Ctrl-C or SIGTERM still stops a spawned server and removes its data dir.

@@ -37,6 +37,11 @@ pub const BENCH_ENV: &[(&str, &str, &str)] = &[
     ),
     ("WARD_AUTH_ARGON2_ITERATIONS", "2", "argon2id at its floor (t = 2); only user creation and sign-in use it"),
     (
+        "WARD_FILES_MAX_BYTES",
+        "2147483648",
+        "`ward-bench files` streams a 1 GiB file through one upload; the default limit is 100 MiB",
+    ),
+    (
         "WARD_SESSION_IDLE_TIMEOUT_S",
         "43200",
         "receivers send nothing, so the default 15 min automatic logoff would close their sockets (4401) in \

@@ -20,7 +20,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub cluster: ClusterConfig,
     pub access: AccessConfig,
-    pub files: EmptySection,
+    pub files: FilesConfig,
     pub messaging: MessagingConfig,
     pub retention: EmptySection,
     pub backup: EmptySection,
@@ -78,6 +78,79 @@ impl Default for AccessConfig {
             policy_cache_s: 2,
         }
     }
+}
+
+/// `[files]`: shared files (uploads sealed per segment under a per-file data key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Where sealed file objects are kept: `local` (a directory, default) or `s3`.
+    pub backend: String,
+    /// The `local` backend's directory (default: `<data_dir>/files`).
+    pub local_dir: Option<PathBuf>,
+    /// Largest file in bytes (413 beyond; nothing is kept). 1 KiB to 16 GiB.
+    pub max_bytes: u64,
+    /// Content types accepted; each upload's declared type must be one of them and match
+    /// what its first bytes show.
+    pub allowed_types: Vec<String>,
+    /// Longest upload or download of one file, in seconds (30 to 86,400).
+    pub transfer_timeout_s: u64,
+    /// How often the orphan sweep runs, in seconds (60 to 86,400).
+    pub sweep_interval_s: u64,
+    /// An object without a file record is removed only once it is this many seconds old,
+    /// so an upload in progress is never swept (60 to 604,800).
+    pub orphan_grace_s: u64,
+    pub s3: S3Config,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            backend: "local".into(),
+            local_dir: None,
+            max_bytes: 100 * 1024 * 1024,
+            allowed_types: DEFAULT_FILE_TYPES.iter().map(|t| (*t).to_string()).collect(),
+            transfer_timeout_s: 3_600,
+            sweep_interval_s: 3_600,
+            orphan_grace_s: 86_400,
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// The content types a fresh install accepts: photos, scans, PDFs, plain text and DICOM.
+pub const DEFAULT_FILE_TYPES: &[&str] = &[
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/heif",
+    "image/tiff",
+    "application/pdf",
+    "text/plain",
+    "application/dicom",
+];
+
+impl FilesConfig {
+    /// The `local` backend's directory for a data dir.
+    pub fn local_dir(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.local_dir.clone().unwrap_or_else(|| data_dir.join("files"))
+    }
+}
+
+/// `[files.s3]`: the bucket of the `s3` backend. Credentials come from the environment
+/// (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`), web identity (EKS)
+/// or the ECS/EC2 instance role, never from this file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    /// The bucket's region (default: `AWS_REGION`/`AWS_DEFAULT_REGION`, else `us-east-1`).
+    pub region: Option<String>,
+    /// Another endpoint URL (an S3-compatible server or a VPC endpoint).
+    pub endpoint: Option<String>,
+    /// Allows a plain-HTTP endpoint; only to a loopback address (tests, a local gateway).
+    pub allow_http: bool,
 }
 
 /// `[messaging]`: dialogs and messages.
@@ -411,6 +484,16 @@ pub enum DatabaseLocation {
     Postgres(String),
 }
 
+/// Whether a URL names this machine (`localhost` or a loopback address).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         Ok(())
@@ -437,12 +520,7 @@ impl Config {
             return Ok(());
         };
         let parsed = url::Url::parse(raw).map_err(|_| ConfigError::invalid(url_key.clone(), "not a valid URL"))?;
-        let loopback = match parsed.host() {
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        };
+        let loopback = is_loopback(&parsed);
         match parsed.scheme() {
             "https" => {}
             "http" if loopback => {}
@@ -460,6 +538,51 @@ impl Config {
                 Err(ConfigError::invalid(secret_key.clone(), "must be at least 32 characters"))
             }
             Some(_) => Ok(()),
+        }
+    }
+
+    fn check_files(&self) -> Result<(), ConfigError> {
+        let f = &self.files;
+        in_range("files.max_bytes", f.max_bytes, 1024, 16 << 30)?;
+        in_range("files.transfer_timeout_s", f.transfer_timeout_s, 30, 86_400)?;
+        in_range("files.sweep_interval_s", f.sweep_interval_s, 60, 86_400)?;
+        in_range("files.orphan_grace_s", f.orphan_grace_s, 60, 604_800)?;
+        if f.allowed_types.is_empty() {
+            return Err(ConfigError::invalid("files.allowed_types", "must name at least one content type"));
+        }
+        if let Some(bad) = f.allowed_types.iter().find(|t| {
+            let mut parts = t.split('/');
+            let ok = |p: Option<&str>| {
+                p.is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+            };
+            !(ok(parts.next()) && ok(parts.next()) && parts.next().is_none())
+        }) {
+            return Err(ConfigError::invalid("files.allowed_types", format!("`{bad}` is not a type/subtype")));
+        }
+        match f.backend.as_str() {
+            "local" => Ok(()),
+            "s3" => {
+                if f.s3.bucket.is_empty() {
+                    return Err(ConfigError::invalid("files.s3.bucket", "required with files.backend = \"s3\""));
+                }
+                if let Some(endpoint) = &f.s3.endpoint {
+                    let parsed = url::Url::parse(endpoint)
+                        .map_err(|_| ConfigError::invalid("files.s3.endpoint", "not a valid URL"))?;
+                    let loopback = is_loopback(&parsed);
+                    match parsed.scheme() {
+                        "https" => {}
+                        "http" if f.s3.allow_http && loopback => {}
+                        _ => {
+                            return Err(ConfigError::invalid(
+                                "files.s3.endpoint",
+                                "must use https (plain http only to a loopback address, with files.s3.allow_http)",
+                            ));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(ConfigError::invalid("files.backend", "expected `local` or `s3`")),
         }
     }
 
@@ -540,6 +663,7 @@ impl Config {
         {
             return Err(ConfigError::invalid("cluster.nats_subject", "letters, digits, `.`, `_` and `-` only"));
         }
+        self.check_files()?;
         in_range("messaging.max_body_bytes", self.messaging.max_body_bytes, 1, 1024 * 1024)?;
         in_range("messaging.max_group_members", self.messaging.max_group_members, 2, 100_000)?;
         let m = &self.messaging;

@@ -25,6 +25,9 @@ const KEY_LEN: usize = 32;
 
 /// Bytes that [`seal`] adds to the plaintext: format byte, nonce and tag.
 pub const SEALED_OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
+/// Where [`open_in_place`] leaves the plaintext in the sealed buffer (after the format
+/// byte and the nonce).
+pub const PLAINTEXT_OFFSET: usize = 1 + NONCE_LEN;
 
 /// A 256-bit AES key. Zeroized on drop; `Debug` is redacted.
 #[derive(Clone)]

@@ -18,7 +18,7 @@ pub mod registry;
 pub mod sealer;
 pub mod store;
 
-pub use aead::{DataKey, SEALED_OVERHEAD, open, open_in_place, seal};
+pub use aead::{DataKey, PLAINTEXT_OFFSET, SEALED_OVERHEAD, open, open_in_place, seal};
 #[cfg(feature = "aws-kms")]
 pub use aws_kms::AwsKmsKeyStore;
 pub use cache::{CacheMetrics, CacheSettings, KeyCache};

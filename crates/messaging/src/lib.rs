@@ -30,4 +30,6 @@ pub mod sealing;
 pub mod service;
 
 pub use error::MessagingError;
-pub use service::{Dialog, DialogKind, History, Message, Messaging, MessagingSettings, NewDialog, NewMessage};
+pub use service::{
+    Dialog, DialogKind, History, Message, Messaging, MessagingSettings, NewDialog, NewMessage, Op, Reading,
+};

@@ -41,11 +41,8 @@ impl Messaging {
         {
             return Err(MessagingError::Invalid(format!("client_msg_id: 1 to {MAX_CLIENT_ID} bytes")));
         }
-        if !new.attachments.is_empty() {
-            // Files arrive with the file-sharing module; until then no id can be valid.
-            return Err(MessagingError::Invalid("attachments: no such file in this dialog".into()));
-        }
         let (dialog, _) = self.membership(ctx, who, dialog_id, crate::service::SEND).await?;
+        self.check_attachments(dialog_id, &new.attachments).await?;
         if let Some(client_id) = &new.client_msg_id
             && let Some(first) = self.store.message_by_client_id(dialog_id, me, client_id).await?
         {
@@ -162,5 +159,20 @@ impl Messaging {
         let key = self.dialog_key(&dialog).await?;
         let messages = rows.iter().map(|r| Self::open_message(&key, r)).collect::<Result<Vec<_>, _>>()?;
         Ok(History { messages, next_cursor })
+    }
+
+    /// Attachments name live files of the same dialog, each once: a file of another
+    /// dialog (which the sender might not even see) or a deleted one is refused.
+    async fn check_attachments(&self, dialog_id: Uuid, ids: &[Uuid]) -> Result<(), MessagingError> {
+        for (i, id) in ids.iter().enumerate() {
+            if ids[..i].contains(id) {
+                return Err(MessagingError::Invalid(format!("attachments: {id} is listed twice")));
+            }
+            let file = self.store.file_by_id(*id).await?;
+            if !file.is_some_and(|f| f.dialog_id == dialog_id && f.deleted_at.is_none()) {
+                return Err(MessagingError::Invalid(format!("attachments: {id} is not a file of this dialog")));
+            }
+        }
+        Ok(())
     }
 }

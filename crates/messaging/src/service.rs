@@ -117,8 +117,9 @@ pub struct History {
 }
 
 /// A dialog operation: its policy action and the name its records carry in the audit trail.
+/// Other domains acting within a dialog (files) name their own.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Op {
+pub struct Op {
     pub action: &'static str,
     pub audit: &'static str,
 }
@@ -135,7 +136,7 @@ pub(crate) const READ_DIALOG: Op = Op { action: "dialog:read", audit: "dialog.re
 
 /// How a caller may read a dialog.
 #[derive(Debug, Clone)]
-pub(crate) enum Reading {
+pub enum Reading {
     Member(MemberRecord),
     /// Under a live break-glass grant: every read is recorded as such.
     BreakGlass(ward_storage::BreakGlassGrant),
@@ -145,7 +146,7 @@ pub(crate) enum Reading {
 
 impl Reading {
     /// Marks a read record with the way it was allowed.
-    pub(crate) fn mark(&self, event: ward_audit::AuditEvent) -> ward_audit::AuditEvent {
+    pub fn mark(&self, event: ward_audit::AuditEvent) -> ward_audit::AuditEvent {
         match self {
             Reading::Member(_) => event,
             Reading::BreakGlass(g) => event
@@ -271,7 +272,7 @@ impl Messaging {
     /// the policy engine decides with the caller's real relation to it (`dialog_member`;
     /// break-glass never counts for a change). A denial is recorded as `denied` and answers
     /// `NotFound` to a non-member (existence is not leaked), `Forbidden` to a member.
-    pub(crate) async fn membership(
+    pub async fn membership(
         &self,
         ctx: &Context,
         who: &Principal,
@@ -298,7 +299,7 @@ impl Messaging {
     /// The dialog and how the caller may read it: as a member, under a live break-glass
     /// grant, or by a policy that allows reading without either. Decided like
     /// [`Self::membership`].
-    pub(crate) async fn readable(
+    pub async fn readable(
         &self,
         ctx: &Context,
         who: &Principal,

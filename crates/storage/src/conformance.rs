@@ -97,6 +97,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     breakglass_grants_live_expire_and_revoke(&*store).await;
     last_sign_ins_ignore_temporary_credentials(&*store).await;
     memberships_list_every_pair(&*store).await;
+    files_are_stored_and_tombstoned(&*store).await;
     let stats = store.pool_stats();
     assert!(stats.max >= 1 && stats.size <= stats.max, "pool stats are coherent: {stats:?}");
 }
@@ -1105,4 +1106,47 @@ async fn memberships_list_every_pair(store: &dyn Store) {
     assert!(tx.remove_member(both.id, b).await.expect("remove"));
     tx.commit().await.expect("commit");
     assert_eq!(ours().await, expected.into_iter().filter(|(u, _)| *u != b).collect::<Vec<_>>(), "a removed member");
+}
+
+async fn files_are_stored_and_tombstoned(store: &dyn Store) {
+    let (users, key_id) = messaging_fixture(store, &["FileOwner"]).await;
+    let d = dialog("group", None, key_id, users[0].id);
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_dialog(&d).await.expect("dialog");
+    tx.commit().await.expect("commit");
+    let file_key = DataKeyRecord {
+        id: Uuid::now_v7(),
+        scope: format!("file/{}", Uuid::now_v7()),
+        key_version: 1,
+        wrapped: vec![9; 40],
+        created_at: now(),
+        destroyed_at: None,
+    };
+    let f = crate::FileRecord {
+        id: Uuid::now_v7(),
+        dialog_id: d.id,
+        uploader_id: users[0].id,
+        data_key_id: file_key.id,
+        size: 65_537,
+        segment_size: 65_536,
+        meta_sealed: Some(vec![0, 1, 2, 255]),
+        object_key: "files/x".into(),
+        created_at: now(),
+        deleted_at: None,
+    };
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_data_key(&file_key).await.expect("file key");
+    tx.insert_file(&f).await.expect("insert file");
+    assert!(matches!(tx.insert_file(&f).await, Err(StoreError::Conflict(_))), "an id is stored once");
+    tx.commit().await.expect("commit");
+    assert_eq!(store.file_by_id(f.id).await.expect("read"), Some(f.clone()), "reads back equal");
+    assert_eq!(store.file_by_id(Uuid::now_v7()).await.expect("read"), None);
+
+    let later = now() + Duration::from_secs(5);
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.delete_file(f.id, later).await.expect("delete"));
+    assert!(!tx.delete_file(f.id, later).await.expect("again"), "deleted once");
+    tx.commit().await.expect("commit");
+    let gone = store.file_by_id(f.id).await.expect("read").expect("tombstone kept");
+    assert_eq!((gone.meta_sealed, gone.deleted_at), (None, Some(later)), "metadata blanked, deletion time kept");
 }

@@ -17,6 +17,7 @@ mod common;
 pub mod conformance;
 mod credentials;
 mod error;
+mod files;
 pub mod group_commit;
 mod messaging;
 pub mod model;
@@ -35,9 +36,9 @@ use uuid::Uuid;
 
 pub use error::StoreError;
 pub use model::{
-    ApiKeyRecord, AuditFilter, AuditRow, BreakGlassGrant, CheckpointRow, DataKeyRecord, DialogRecord, HistoryQuery,
-    MemberRecord, MessageRecord, MfaChallengeRecord, MfaFactorRecord, PolicyAttachment, PolicyRecord, SessionChange,
-    SessionRecord, UserRecord,
+    ApiKeyRecord, AuditFilter, AuditRow, BreakGlassGrant, CheckpointRow, DataKeyRecord, DialogRecord, FileRecord,
+    HistoryQuery, MemberRecord, MessageRecord, MfaChallengeRecord, MfaFactorRecord, PolicyAttachment, PolicyRecord,
+    SessionChange, SessionRecord, UserRecord,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -106,7 +107,16 @@ pub async fn open(options: &ConnectOptions) -> Result<Arc<dyn Store>> {
 /// [`Store::begin`], so that it commits together with its audit record or not at all.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + AuditStore + CredentialStore + MessagingStore + AccessStore + Send + Sync + 'static
+    UserStore
+    + SessionStore
+    + AuditStore
+    + CredentialStore
+    + MessagingStore
+    + AccessStore
+    + FileStore
+    + Send
+    + Sync
+    + 'static
 {
     fn backend(&self) -> Backend;
     /// A round trip to the database, for `/readyz`.
@@ -124,7 +134,7 @@ pub type Sealer<'a> = &'a (dyn Fn(i64, &str) -> AuditRow + Send + Sync);
 
 /// A write transaction. Dropping it without [`StoreTx::commit`] rolls everything back.
 #[async_trait]
-pub trait StoreTx: CredentialTx + MessagingTx + AccessTx + Send {
+pub trait StoreTx: CredentialTx + MessagingTx + AccessTx + FileTx + Send {
     /// Inserts a new user; [`StoreError::Conflict`] if the username (any case) is taken.
     async fn insert_user(&mut self, user: &UserRecord) -> Result<()>;
     /// Disables or re-enables a user; disabling revokes every live session too.
@@ -296,6 +306,23 @@ pub trait MessagingStore {
     ) -> Result<Option<MessageRecord>>;
     /// A page of history; see [`HistoryQuery`].
     async fn messages(&self, dialog_id: Uuid, query: HistoryQuery) -> Result<Vec<MessageRecord>>;
+}
+
+/// Shared files (reads).
+#[async_trait]
+pub trait FileStore {
+    /// A file's record, deleted ones included (their metadata blanked).
+    async fn file_by_id(&self, id: Uuid) -> Result<Option<FileRecord>>;
+}
+
+/// Shared files: writes, inside a [`StoreTx`].
+#[async_trait]
+pub trait FileTx {
+    /// Stores a completed upload; [`StoreError::Conflict`] if the id is taken.
+    async fn insert_file(&mut self, file: &FileRecord) -> Result<()>;
+    /// Marks a file deleted and blanks its sealed metadata; false if unknown or deleted
+    /// already. The caller destroys its data key in the same transaction.
+    async fn delete_file(&mut self, id: Uuid, now: OffsetDateTime) -> Result<bool>;
 }
 
 /// Dialogs, members and messages: writes, inside a [`StoreTx`].

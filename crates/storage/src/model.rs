@@ -267,6 +267,27 @@ pub struct DialogRecord {
     pub last_seq: i64,
 }
 
+/// A shared file: its bytes are in the object store, sealed per segment under the file's
+/// own data key; its name, content type and digest only in `meta_sealed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    pub id: Uuid,
+    pub dialog_id: Uuid,
+    pub uploader_id: Uuid,
+    /// The file's data key (scope `file/<id>`), destroyed when the file is deleted.
+    pub data_key_id: Uuid,
+    /// Plaintext bytes.
+    pub size: i64,
+    /// Plaintext bytes per sealed segment.
+    pub segment_size: i64,
+    /// Name, content type and SHA-256, sealed; `None` once deleted.
+    pub meta_sealed: Option<Vec<u8>>,
+    /// Where the sealed object is in the object store.
+    pub object_key: String,
+    pub created_at: OffsetDateTime,
+    pub deleted_at: Option<OffsetDateTime>,
+}
+
 /// A user's membership of a dialog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRecord {

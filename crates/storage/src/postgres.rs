@@ -45,6 +45,7 @@ impl_common_stores!(PgStore, PgTx, "SELECT seq, hash FROM audit_head WHERE id = 
 crate::credentials::impl_credential_stores!(PgStore, PgTx);
 crate::messaging::impl_messaging_stores!(PgStore, PgTx);
 crate::access::impl_access_stores!(PgStore, PgTx);
+crate::files::impl_file_stores!(PgStore, PgTx);
 
 #[async_trait]
 impl Store for PgStore {

@@ -73,6 +73,7 @@ impl_common_stores!(SqliteStore, SqliteTx, crate::rows::sql::AUDIT_HEAD);
 crate::credentials::impl_credential_stores!(SqliteStore, SqliteTx);
 crate::messaging::impl_messaging_stores!(SqliteStore, SqliteTx);
 crate::access::impl_access_stores!(SqliteStore, SqliteTx);
+crate::files::impl_file_stores!(SqliteStore, SqliteTx);
 
 #[async_trait]
 impl Store for SqliteStore {

@@ -60,6 +60,7 @@ pub async fn run(
 
     let access = startup::access(&config, store.clone(), audit.clone())?;
     let messaging = startup::messaging(&config, store.clone(), audit.clone(), keys.clone(), access.clone())?;
+    let files = startup::files(&config, store.clone(), audit.clone(), keys.clone(), messaging.clone())?;
     let relay_stop = CancellationToken::new();
     let relay = match &config.cluster.nats_url {
         Some(url) => Some(
@@ -81,6 +82,7 @@ pub async fn run(
         accounts: accounts.clone(),
         keys: keys.clone(),
         messaging: messaging.clone(),
+        files: files.clone(),
         access: access.clone(),
         audit: audit.clone(),
         metrics: Arc::new(Metrics::with_sources(|registry| {
@@ -141,6 +143,11 @@ pub async fn run(
         config.keys.rotation_days,
         checkpoints.clone(),
     ));
+    let sweeper = tokio::spawn(startup::sweep_files(
+        files,
+        std::time::Duration::from_secs(config.files.sweep_interval_s),
+        checkpoints.clone(),
+    ));
     let forwarder = match (&config.audit.syslog_addr, config.audit.syslog_name()) {
         (Some(addr), Some(server_name)) => {
             if let Some(ca) = &config.audit.syslog_ca_file {
@@ -170,6 +177,7 @@ pub async fn run(
     let _ = checkpointer.await;
     let _ = follower.await;
     let _ = key_upkeep.await;
+    let _ = sweeper.await;
     relay_stop.cancel();
     if let Some(relay) = relay {
         let _ = relay.await;

@@ -298,3 +298,43 @@ pub fn messaging(
         _ => Ok(messaging),
     }
 }
+
+/// The files service on the `[files]` backend.
+pub fn files(
+    config: &Config,
+    store: Arc<dyn Store>,
+    audit: AuditLog,
+    keys: ward_keys::DataKeys,
+    messaging: ward_messaging::Messaging,
+) -> Result<ward_files::Files, StartError> {
+    let f = &config.files;
+    let backend = match f.backend.as_str() {
+        "s3" => ward_files::Backend::S3 {
+            bucket: f.s3.bucket.clone(),
+            region: f.s3.region.clone(),
+            endpoint: f.s3.endpoint.clone(),
+            allow_http: f.s3.allow_http,
+        },
+        _ => ward_files::Backend::Local(f.local_dir(&config.server.data_dir)),
+    };
+    let objects = ward_files::Objects::open(&backend).map_err(|e| StartError::Other(format!("files: {e}")))?;
+    let settings = ward_files::FilesSettings {
+        max_bytes: f.max_bytes,
+        allowed_types: f.allowed_types.iter().map(|t| t.to_ascii_lowercase()).collect(),
+        orphan_grace: std::time::Duration::from_secs(f.orphan_grace_s),
+    };
+    Ok(ward_files::Files::new(store, audit, keys, messaging, objects, settings))
+}
+
+/// Runs the files sweep at start and then every `every`, until `stop`.
+pub async fn sweep_files(files: ward_files::Files, every: Duration, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        if let Err(e) = files.sweep(time::OffsetDateTime::now_utc()).await {
+            tracing::error!(error = %e, "the files sweep failed; retrying at the next interval");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}

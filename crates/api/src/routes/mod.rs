@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod breakglass;
 pub mod dialogs;
+pub mod files;
 pub mod health;
 pub mod policies;
 pub mod review;
@@ -30,7 +31,7 @@ use crate::{AppState, middleware, openapi};
 
 /// Builds the application router and the OpenAPI document describing it.
 pub fn build(state: AppState) -> Router {
-    let (router, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let bounded = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
@@ -70,19 +71,28 @@ pub fn build(state: AppState) -> Router {
         .routes(routes!(policies::attach))
         .routes(routes!(policies::simulate))
         .routes(routes!(review::review))
-        .routes(routes!(ws::upgrade))
-        .split_for_parts();
-    let api = std::sync::Arc::new(openapi::with_route_rules(api));
+        .routes(routes!(ws::upgrade));
     let max_body = usize::try_from(state.config.server.max_body_bytes).unwrap_or(usize::MAX);
     let timeout = Duration::from_secs(state.config.server.request_timeout_s);
+    let bounded = bounded
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout));
+    // File bodies stream: their size is bounded by `[files] max_bytes` while streaming,
+    // their time by `[files] transfer_timeout_s`.
+    let transfer = Duration::from_secs(state.config.files.transfer_timeout_s);
+    let files = OpenApiRouter::new()
+        .routes(routes!(files::upload))
+        .routes(routes!(files::download, files::delete))
+        .layer(DefaultBodyLimit::disable())
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, transfer));
+    let (router, api) = bounded.merge(files).split_for_parts();
+    let api = std::sync::Arc::new(openapi::with_route_rules(api));
 
     router
         .route("/v1/openapi.json", axum::routing::get(move || openapi::serve(api.clone())))
         .route_layer(axum::middleware::from_fn(middleware::record_route))
         .fallback(|| async { ApiError::not_found() })
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(RequestBodyLimitLayer::new(max_body))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
         .with_state(state)

@@ -7,6 +7,7 @@ mod audit;
 mod cli_users;
 mod config_errors;
 mod errors_and_headers;
+mod files;
 mod helpers;
 mod keys;
 mod lockout;
