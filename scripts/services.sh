@@ -4,6 +4,8 @@
 # rsyslog with its OpenSSL TLS driver is only installed: the syslog test runs its own rsyslogd.
 # SoftHSM2 (the PKCS#11 peer of the `pkcs11` key store tests) is only installed: each test
 # makes its own token directory and tokens.
+# ClamAV's clamd (the malware-scanning peer of the files tests) is only installed: each test
+# starts its own clamd with a test signature database (no signature download is possible).
 # moto's server (the AWS KMS peer of the `aws-kms` key store tests, `moto_server`) is only
 # installed, from PyPI: each test starts its own on a free loopback port.
 set -euo pipefail
@@ -18,6 +20,7 @@ command -v nats-server   >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need
 command -v rsyslogd      >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
 compgen -G '/usr/lib/*/rsyslog/lmnsd_ossl.so' >/dev/null || need_apt+=(rsyslog-openssl)
 { command -v softhsm2-util >/dev/null 2>&1 && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || need_apt+=(softhsm2)
+command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] || need_apt+=(clamav-daemon)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   as_root apt-get update -qq

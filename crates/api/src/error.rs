@@ -197,6 +197,11 @@ impl From<ward_files::FilesError> for ApiError {
             F::RangeNotSatisfiable { .. } => {
                 Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", e.to_string())
             }
+            F::Infected(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "malware_detected", e.to_string()),
+            F::ScanFailed(m) => {
+                tracing::error!(error = %m, "malware scan failed");
+                Self::unavailable("the malware scan could not complete; try again later")
+            }
             F::Integrity => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "integrity_failure", e.to_string()),
             F::Interrupted(_) => Self::invalid_request(e.to_string()),
             F::Objects(o) => {

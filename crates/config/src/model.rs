@@ -100,6 +100,11 @@ pub struct FilesConfig {
     /// An object without a file record is removed only once it is this many seconds old,
     /// so an upload in progress is never swept (60 to 604,800).
     pub orphan_grace_s: u64,
+    /// clamd's Unix socket (Debian's clamav-daemon: `/var/run/clamav/clamd.ctl`): every
+    /// upload is scanned while it streams and kept only when clean. Unset: no scanning.
+    pub clamd_socket: Option<PathBuf>,
+    /// How long clamd may take to answer after an upload's last byte, in seconds (1 to 600).
+    pub clamd_timeout_s: u64,
     pub s3: S3Config,
 }
 
@@ -113,6 +118,8 @@ impl Default for FilesConfig {
             transfer_timeout_s: 3_600,
             sweep_interval_s: 3_600,
             orphan_grace_s: 86_400,
+            clamd_socket: None,
+            clamd_timeout_s: 120,
             s3: S3Config::default(),
         }
     }
@@ -547,6 +554,7 @@ impl Config {
         in_range("files.transfer_timeout_s", f.transfer_timeout_s, 30, 86_400)?;
         in_range("files.sweep_interval_s", f.sweep_interval_s, 60, 86_400)?;
         in_range("files.orphan_grace_s", f.orphan_grace_s, 60, 604_800)?;
+        in_range("files.clamd_timeout_s", f.clamd_timeout_s, 1, 600)?;
         if f.allowed_types.is_empty() {
             return Err(ConfigError::invalid("files.allowed_types", "must name at least one content type"));
         }

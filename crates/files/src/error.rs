@@ -22,6 +22,12 @@ pub enum FilesError {
     /// The requested byte range lies outside the file.
     #[error("the range is outside the file's {size} bytes")]
     RangeNotSatisfiable { size: u64 },
+    /// clamd found malware (the signature's name); nothing was kept.
+    #[error("the file was refused: malware detected ({0})")]
+    Infected(String),
+    /// clamd gave no verdict (down, a time-out, a stream limit); nothing was kept.
+    #[error("the malware scan could not complete: {0}")]
+    ScanFailed(String),
     /// The stored object failed authentication (changed, truncated or swapped).
     #[error("the stored file failed its integrity check")]
     Integrity,

@@ -8,6 +8,7 @@
 //!   the first bytes show.
 //! * [`objects`]: where sealed objects live, through `object_store`: a local directory
 //!   (default) or an S3 bucket.
+//! * [`scan`]: optional malware scanning with clamd while the upload streams.
 //! * [`service`]: upload, download (with byte ranges), delete (cryptographic erase) and the
 //!   orphan sweep, each decided by the access-control engine through the dialog the file
 //!   belongs to, and audited by id only.
@@ -17,10 +18,12 @@
 
 pub mod error;
 pub mod objects;
+pub mod scan;
 pub mod segments;
 pub mod service;
 pub mod sniff;
 
 pub use error::FilesError;
 pub use objects::{Backend, Objects};
+pub use scan::Clamd;
 pub use service::{ByteRange, Download, FileInfo, Files, FilesSettings, SweepReport};

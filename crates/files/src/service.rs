@@ -37,6 +37,8 @@ pub struct FilesSettings {
     pub allowed_types: Vec<String>,
     /// An object without a record is swept only when older than this.
     pub orphan_grace: std::time::Duration,
+    /// Malware scanning of every upload, when configured.
+    pub clamd: Option<crate::Clamd>,
 }
 
 impl Default for FilesSettings {
@@ -47,6 +49,7 @@ impl Default for FilesSettings {
                 .map(String::from)
                 .to_vec(),
             orphan_grace: std::time::Duration::from_secs(86_400),
+            clamd: None,
         }
     }
 }
@@ -178,13 +181,18 @@ impl Files {
             FilesError::UnsupportedType(_) => "unsupported_type",
             FilesError::Invalid(_) => "invalid",
             FilesError::Interrupted(_) => "interrupted",
+            FilesError::Infected(_) => "infected",
+            FilesError::ScanFailed(_) => "scan_failed",
             _ => "error",
         };
-        let event = ctx
+        let mut event = ctx
             .event(UPLOAD.audit, Outcome::Failure)
             .resource(format!("file/{id}"))
             .reason(reason)
             .detail("dialog_id", dialog_id.to_string());
+        if let FilesError::Infected(signature) = &e {
+            event = event.detail("signature", signature.clone()).detail("severity", "high");
+        }
         match self.audit.record_alone(&event).await {
             Ok(_) => e,
             Err(audit) => audit.into(),
@@ -226,7 +234,15 @@ impl Files {
         let path = Objects::path(id);
         let upload = self.objects.store().put_multipart(&path).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let streamed = self.seal_into(&mut writer, &key, id, &content_type, body).await;
+        let scan = self.settings.clamd.as_ref().map(crate::scan::Scan::start);
+        let mut streamed = self.seal_into(&mut writer, &key, id, &content_type, scan.as_ref(), body).await;
+        if let Some(scan) = scan {
+            // The verdict comes before the record: a file is readable only once clean.
+            let verdict = scan.finish().await;
+            if let (Ok(_), Err(e)) = (&streamed, verdict) {
+                streamed = Err(e);
+            }
+        }
         let (size, sha256) = match streamed {
             Ok(done) => done,
             Err(e) => {
@@ -294,6 +310,7 @@ impl Files {
         key: &DataKey,
         id: Uuid,
         content_type: &str,
+        scan: Option<&crate::scan::Scan>,
         mut body: S,
     ) -> Result<(u64, String), FilesError>
     where
@@ -311,6 +328,9 @@ impl Files {
                 return Err(FilesError::TooLarge { limit: self.settings.max_bytes });
             }
             hasher.update(&chunk);
+            if let Some(scan) = scan {
+                scan.feed(chunk.clone()).await;
+            }
             let mut rest = &chunk[..];
             while !rest.is_empty() {
                 if pending.len() == segment {

@@ -322,7 +322,15 @@ pub fn files(
         max_bytes: f.max_bytes,
         allowed_types: f.allowed_types.iter().map(|t| t.to_ascii_lowercase()).collect(),
         orphan_grace: std::time::Duration::from_secs(f.orphan_grace_s),
+        clamd: f.clamd_socket.as_ref().map(|socket| ward_files::Clamd {
+            socket: socket.clone(),
+            timeout: std::time::Duration::from_secs(f.clamd_timeout_s),
+        }),
     };
+    match &settings.clamd {
+        Some(c) => tracing::info!(socket = %c.socket.display(), "uploads are scanned by clamd"),
+        None => tracing::warn!("no [files] clamd_socket: uploads are not scanned for malware"),
+    }
     Ok(ward_files::Files::new(store, audit, keys, messaging, objects, settings))
 }
 

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -218,7 +219,24 @@ async fn files_round_trip_sealed_ranged_refused_tamper_evident_and_deleted() {
     // when no length is declared. Nothing is kept either way.
     let before = files_under(&dir.path.join("files")).len();
     let too_big = text(&marker, 54_525_953);
-    let res = upload(&server, &up, &dialog, "big.txt", "text/plain", too_big.clone()).await;
+    // The body trickles (1 MiB, then a pause), so the early answer is read before the
+    // client could be cut off writing the rest.
+    let first = too_big[..1 << 20].to_vec();
+    let trickle = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+        futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(vec![b'x'; 10])
+        }),
+    );
+    let res = patient_client()
+        .post(server.at(&format!("/v1/files?dialog_id={dialog}")))
+        .bearer_auth(&up)
+        .header("content-type", "text/plain")
+        .header("content-length", too_big.len())
+        .body(reqwest::Body::wrap_stream(trickle))
+        .send()
+        .await
+        .expect("an early answer to a declared length above the limit");
     assert_eq!((res.status().as_u16(), error_code(res).await), (413, "payload_too_large".to_string()));
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = too_big.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
     let streamed = patient_client()
@@ -425,4 +443,103 @@ async fn files_on_s3_round_trip_sealed_and_deleted() {
     assert!(!listing.contains("<Key>"), "delete leaves no object in the bucket: {listing}");
     signal(&server.child, "TERM");
     assert_eq!(server.wait_exit().code(), Some(0));
+}
+
+/// A running `clamd` with a test signature database (no signature download is possible
+/// here): one body signature matching the EICAR test string. Killed when dropped.
+struct Clamd {
+    child: std::process::Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Clamd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Clamd {
+    async fn start() -> Clamd {
+        let exe = ["/usr/sbin/clamd", "/usr/bin/clamd"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("clamd is installed (scripts/services.sh installs clamav-daemon)");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("db");
+        std::fs::create_dir(&db).expect("db dir");
+        let signature = hex::encode("EICAR-STANDARD-ANTIVIRUS-TEST-FILE");
+        std::fs::write(db.join("ward-test.ndb"), format!("Ward.Test.EICAR:0:*:{signature}\n")).expect("signature");
+        let socket = dir.path().join("clamd.sock");
+        let conf = dir.path().join("clamd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Foreground yes\nLocalSocket {}\nDatabaseDirectory {}\nTemporaryDirectory {}\nStreamMaxLength 64M\n\
+                 User root\nLogFile {}\n",
+                socket.display(),
+                db.display(),
+                dir.path().display(),
+                dir.path().join("clamd.log").display()
+            ),
+        )
+        .expect("conf");
+        let child = std::process::Command::new(exe)
+            .arg(format!("--config-file={}", conf.display()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start clamd");
+        let mut clamd = Clamd { child, socket, _dir: dir };
+        for _ in 0..600 {
+            assert!(clamd.child.try_wait().expect("status").is_none(), "clamd exited at start");
+            if std::os::unix::net::UnixStream::connect(&clamd.socket).is_ok() {
+                return clamd;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("clamd did not open its socket within 60 s");
+    }
+}
+
+#[tokio::test]
+async fn uploads_are_scanned_by_clamd_and_kept_only_when_clean() {
+    let mut clamd = Clamd::start().await;
+    let dir = data_dir();
+    let socket = clamd.socket.display().to_string();
+    let env = [("WARD_MASTER_PASSPHRASE", "files clamd passphrase"), ("WARD_FILES_CLAMD_SOCKET", socket.as_str())];
+    add_user(&dir.path, &[], "pat.scan", "patient", "violet orchard lantern 4471");
+    let server = Server::start(&dir.path, &["--no-tls"], &env);
+    let token = login(&server, "pat.scan", "violet orchard lantern 4471").await;
+    let dialog = group(&server, &token, &[]).await;
+
+    // Clean: scanned, kept, readable.
+    let clean = text("clean lab note", 200_000);
+    let info = uploaded(&server, &token, &dialog, "note.txt", "text/plain", clean.clone()).await;
+    let got = body_of(download(&server, &token, info["id"].as_str().expect("id"), None).await).await;
+    assert_eq!(got.expect("body"), clean);
+    let kept = files_under(&dir.path.join("files")).len();
+
+    // The EICAR test string, past the first segment of a text file: refused, nothing kept.
+    let mut infected = text("note", 100_000);
+    infected.extend_from_slice(br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*");
+    let res = upload(&server, &token, &dialog, "eicar.txt", "text/plain", infected).await;
+    assert_eq!((res.status().as_u16(), error_code(res).await), (422, "malware_detected".to_string()));
+    assert_eq!(files_under(&dir.path.join("files")).len(), kept, "nothing of the infected upload is kept");
+
+    // clamd gone: no verdict, so nothing is accepted (fail closed).
+    let _ = clamd.child.kill();
+    let _ = clamd.child.wait();
+    let res = upload(&server, &token, &dialog, "later.txt", "text/plain", b"a later note".to_vec()).await;
+    assert_eq!((res.status().as_u16(), error_code(res).await), (503, "unavailable".to_string()));
+    assert_eq!(files_under(&dir.path.join("files")).len(), kept, "nothing is kept without a verdict");
+
+    signal(&server.child, "TERM");
+    assert_eq!(server.wait_exit().code(), Some(0));
+    let trail = trail(&dir.path, &env[..1]);
+    assert!(trail.contains("\"infected\"") && trail.contains("Ward.Test.EICAR"), "the refusal and its signature");
+    assert!(trail.contains("\"scan_failed\""));
 }
