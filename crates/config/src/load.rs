@@ -354,4 +354,38 @@ mod tests {
         });
         assert!(c.is_ok());
     }
+
+    #[test]
+    fn files_settings_are_bounded_and_s3_needs_a_bucket_and_a_safe_endpoint() {
+        let refused =
+            |pairs: &[(&str, &str)]| load(Layers { env: env(pairs), ..Default::default() }).expect_err("refused").key;
+        assert_eq!(refused(&[("WARD_FILES_BACKEND", "s3")]), "files.s3.bucket");
+        assert_eq!(refused(&[("WARD_FILES_BACKEND", "ftp")]), "files.backend");
+        assert_eq!(refused(&[("WARD_FILES_MAX_BYTES", "10")]), "files.max_bytes");
+        assert_eq!(refused(&[("WARD_FILES_CLAMD_TIMEOUT_S", "0")]), "files.clamd_timeout_s");
+        assert_eq!(refused(&[("WARD_FILES_ALLOWED_TYPES", "[\"text\"]")]), "files.allowed_types");
+        assert_eq!(refused(&[("WARD_FILES_ALLOWED_TYPES", "[]")]), "files.allowed_types");
+        let s3 = |endpoint: &str, http: &str| {
+            load(Layers {
+                env: env(&[
+                    ("WARD_FILES_BACKEND", "s3"),
+                    ("WARD_FILES_S3_BUCKET", "phi-files"),
+                    ("WARD_FILES_S3_ENDPOINT", endpoint),
+                    ("WARD_FILES_S3_ALLOW_HTTP", http),
+                ]),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            s3("http://s3.internal:9000", "true").expect_err("plain http off loopback").key,
+            "files.s3.endpoint"
+        );
+        assert_eq!(s3("http://127.0.0.1:9000", "false").expect_err("http not allowed").key, "files.s3.endpoint");
+        let c = s3("http://127.0.0.1:9000", "true").expect("loopback with allow_http");
+        assert_eq!(c.files.s3.bucket, "phi-files");
+        assert!(s3("https://bucket.vpce-1.s3.eu-central-1.vpce.amazonaws.com", "false").is_ok());
+        let settings = c.audited_settings();
+        assert_eq!(settings.get("files.backend").map(String::as_str), Some("\"s3\""));
+        assert_eq!(settings.get("files.s3.endpoint").map(String::as_str), Some("http://127.0.0.1:9000"));
+    }
 }

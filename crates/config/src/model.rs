@@ -784,6 +784,12 @@ impl Config {
             "access.breakglass_minutes",
             "access.dormant_days",
             "access.policy_cache_s",
+            "files.backend",
+            "files.max_bytes",
+            "files.allowed_types",
+            "files.clamd_socket",
+            "files.s3.bucket",
+            "files.s3.region",
             "keys.backend",
             "keys.keyring",
             "keys.rotation_days",
@@ -810,6 +816,8 @@ impl Config {
         settings.insert("messaging.push_webhook".into(), push);
         let alert = self.access.alert_webhook_url.as_deref().map_or_else(|| "off".to_string(), url_origin);
         settings.insert("access.alert_webhook".into(), alert);
+        let s3 = self.files.s3.endpoint.as_deref().map_or_else(|| "aws".to_string(), url_origin);
+        settings.insert("files.s3.endpoint".into(), s3);
         settings
     }
 
@@ -824,6 +832,9 @@ impl Config {
         }
         if let Some(url) = &shown.keys.aws_kms.endpoint {
             shown.keys.aws_kms.endpoint = Some(redact_url(url));
+        }
+        if let Some(url) = &shown.files.s3.endpoint {
+            shown.files.s3.endpoint = Some(redact_url(url));
         }
         if let Some(url) = &shown.messaging.push_webhook_url {
             // Its path or query may carry a token.

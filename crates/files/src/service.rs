@@ -170,6 +170,31 @@ impl Files {
         &self.objects
     }
 
+    /// Readiness: the object store lists (one page at most), and clamd, when configured,
+    /// answers `PING`.
+    pub async fn probe(&self) -> Result<(), FilesError> {
+        if let Some(first) = self.objects.store().list(None).next().await {
+            first?;
+        }
+        if let Some(clamd) = &self.settings.clamd {
+            let socket = clamav_client::tokio::Socket { socket_path: clamd.socket.clone() };
+            let pong = clamav_client::tokio::ping(socket).await.map_err(|e| FilesError::ScanFailed(e.to_string()))?;
+            if pong != clamav_client::PONG {
+                return Err(FilesError::ScanFailed("clamd did not answer PING".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Conditions an operator must fix before production (the service still works).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.settings.clamd.is_none() {
+            out.push("files.clamd_socket is not set: uploads are not scanned for malware".to_string());
+        }
+        out
+    }
+
     fn meta_aad(id: Uuid, dialog_id: Uuid, data_key_id: Uuid) -> Vec<u8> {
         format!("ward:file-meta|{id}|{dialog_id}|{data_key_id}").into_bytes()
     }

@@ -45,8 +45,8 @@ pub struct Readiness {
     checks: std::collections::BTreeMap<&'static str, Check>,
 }
 
-/// Readiness: the database answers, the key store unwraps a data key, and the audit
-/// trail accepts writes.
+/// Readiness: the database answers, the key store unwraps a data key, the audit trail
+/// accepts writes, and the file store (and clamd, when configured) answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -54,11 +54,13 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let audit = check(state.audit.probe()).await;
     let mut keys = check(state.keys.probe()).await;
     keys.warnings = state.keys.key_store().warnings();
-    let ready = db.status == "ok" && audit.status == "ok" && keys.status == "ok";
+    let mut files = check(state.files.probe()).await;
+    files.warnings = state.files.warnings();
+    let ready = db.status == "ok" && audit.status == "ok" && keys.status == "ok" && files.status == "ok";
     let body = Readiness {
         status: if ready { "ready" } else { "unavailable" },
         database_backend: state.store.backend().as_str(),
-        checks: [("database", db), ("audit", audit), ("key_store", keys)].into_iter().collect(),
+        checks: [("database", db), ("audit", audit), ("key_store", keys), ("files", files)].into_iter().collect(),
     };
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body))

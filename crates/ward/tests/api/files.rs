@@ -149,6 +149,10 @@ async fn files_round_trip_sealed_ranged_refused_tamper_evident_and_deleted() {
     let dialog = group(&server, &up, &[&peer_id]).await;
     let other_dialog = group(&server, &peer, &[]).await;
 
+    let ready: Value = c.get(server.at("/readyz")).send().await.expect("ready").json().await.expect("json");
+    assert_eq!(ready["checks"]["files"]["status"], "ok", "{ready}");
+    assert!(ready["checks"]["files"]["warnings"].to_string().contains("not scanned"), "{ready}");
+
     // The sweep at start-up removed the planted leftovers.
     for _ in 0..50 {
         if !orphan.exists() && !staging.exists() {
@@ -516,6 +520,10 @@ async fn uploads_are_scanned_by_clamd_and_kept_only_when_clean() {
     let token = login(&server, "pat.scan", "violet orchard lantern 4471").await;
     let dialog = group(&server, &token, &[]).await;
 
+    let ready: Value = server.client().get(server.at("/readyz")).send().await.expect("ready").json().await.expect("j");
+    assert_eq!(ready["checks"]["files"]["status"], "ok", "{ready}");
+    assert!(ready["checks"]["files"].get("warnings").is_none(), "scanning is on: no warning: {ready}");
+
     // Clean: scanned, kept, readable.
     let clean = text("clean lab note", 200_000);
     let info = uploaded(&server, &token, &dialog, "note.txt", "text/plain", clean.clone()).await;
@@ -536,10 +544,66 @@ async fn uploads_are_scanned_by_clamd_and_kept_only_when_clean() {
     let res = upload(&server, &token, &dialog, "later.txt", "text/plain", b"a later note".to_vec()).await;
     assert_eq!((res.status().as_u16(), error_code(res).await), (503, "unavailable".to_string()));
     assert_eq!(files_under(&dir.path.join("files")).len(), kept, "nothing is kept without a verdict");
+    let res = server.client().get(server.at("/readyz")).send().await.expect("ready");
+    assert_eq!(res.status(), 503, "not ready without clamd");
+    let ready: Value = res.json().await.expect("json");
+    assert_eq!(ready["checks"]["files"]["status"], "failing", "{ready}");
 
     signal(&server.child, "TERM");
     assert_eq!(server.wait_exit().code(), Some(0));
     let trail = trail(&dir.path, &env[..1]);
     assert!(trail.contains("\"infected\"") && trail.contains("Ward.Test.EICAR"), "the refusal and its signature");
     assert!(trail.contains("\"scan_failed\""));
+}
+
+#[tokio::test]
+async fn when_the_audit_store_refuses_writes_file_requests_fail_with_503_and_change_nothing() {
+    use sqlx::Connection as _;
+    let dir = data_dir();
+    let env = [("WARD_MASTER_PASSPHRASE", "files audit passphrase")];
+    add_user(&dir.path, &[], "pat.audit", "patient", "violet orchard lantern 4471");
+    let server = Server::start(&dir.path, &["--no-tls"], &env);
+    let token = login(&server, "pat.audit", "violet orchard lantern 4471").await;
+    let dialog = group(&server, &token, &[]).await;
+    let kept = uploaded(&server, &token, &dialog, "kept.txt", "text/plain", text("kept", 70_000)).await;
+    let kept_id = kept["id"].as_str().expect("id").to_string();
+
+    let url = format!("sqlite://{}", dir.path.join("ward.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
+    let count = |sql: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
+            sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut conn).await.expect("count")
+        }
+    };
+    let (files_before, keys_before) =
+        (count("SELECT count(*) FROM files").await, count("SELECT count(*) FROM data_keys").await);
+    let objects_before = files_under(&dir.path.join("files")).len();
+    sqlx::raw_sql(
+        "CREATE TRIGGER block_audit BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit blocked'); END",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("block");
+
+    let marker = format!("PHI-UNAUDITED-{}", uuid::Uuid::new_v4().simple());
+    let res = upload(&server, &token, &dialog, "never.txt", "text/plain", text(&marker, 200_000)).await;
+    assert_eq!((res.status().as_u16(), error_code(res).await), (503, "unavailable".to_string()));
+    let res = download(&server, &token, &kept_id, None).await;
+    assert_eq!((res.status().as_u16(), error_code(res).await), (503, "unavailable".to_string()), "no unaudited read");
+    let res =
+        server.client().delete(server.at(&format!("/v1/files/{kept_id}"))).bearer_auth(&token).send().await.expect("d");
+    assert_eq!((res.status().as_u16(), error_code(res).await), (503, "unavailable".to_string()));
+    assert_eq!(count("SELECT count(*) FROM files").await, files_before, "no file was recorded");
+    assert_eq!(count("SELECT count(*) FROM data_keys").await, keys_before, "no data key was stored");
+    assert_eq!(files_under(&dir.path.join("files")).len(), objects_before, "the unrecorded object was removed");
+    assert_eq!(count("SELECT count(*) FROM data_keys WHERE destroyed_at IS NOT NULL").await, 0, "nothing erased");
+    scan_dir(&dir.path, &marker, "refused upload");
+
+    sqlx::raw_sql("DROP TRIGGER block_audit").execute(&mut conn).await.expect("unblock");
+    let got = body_of(download(&server, &token, &kept_id, None).await).await.expect("body");
+    assert_eq!(got, text("kept", 70_000), "the file survived the refused delete");
+    signal(&server.child, "TERM");
+    assert_eq!(server.wait_exit().code(), Some(0));
 }
