@@ -116,7 +116,8 @@ async fn upload(api: &Api, who: &Session, dialog: &str, size: u64) -> anyhow::Re
     let started = Instant::now();
     let res = api
         .http
-        .post(format!("{}/v1/files?dialog_id={dialog}&name=bench.txt", api.base))
+        .post(format!("{}/v1/files?dialog_id={dialog}", api.base))
+        .header("x-ward-file-name", "bench.txt")
         .bearer_auth(&who.token)
         .header("content-type", "text/plain")
         .header("content-length", size)

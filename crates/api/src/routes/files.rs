@@ -25,12 +25,16 @@ use crate::extract::Caller;
 pub struct UploadParams {
     /// The dialog the file is shared in (the caller must be a member).
     dialog_id: Uuid,
-    /// The file's name, shown to members and used when it is downloaded (kept sealed).
-    name: Option<String>,
 }
 
+/// The request header carrying the file's name, percent-encoded UTF-8. A header, not a
+/// query parameter: URLs end up in proxy and load-balancer access logs, and a file's name
+/// is PHI ("biopsy - J. Doe.pdf").
+pub const FILE_NAME_HEADER: &str = "x-ward-file-name";
+
 /// Uploads a file: the raw bytes as the body, their type as `Content-Type` (one of
-/// `[files] allowed_types`, matching the bytes). 201 with the id, size and SHA-256.
+/// `[files] allowed_types`, matching the bytes), its name (optional) in `X-Ward-File-Name`
+/// (percent-encoded UTF-8). 201 with the id, size and SHA-256.
 #[utoipa::path(post, path = "/v1/files", tag = "files", security(("bearer" = [])),
     params(UploadParams),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
@@ -44,17 +48,19 @@ pub async fn upload(
 ) -> Result<(StatusCode, Json<FileInfo>), ApiError> {
     let declared = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let length = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let name = match headers.get(FILE_NAME_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| percent_encoding::percent_decode_str(v).decode_utf8().ok())
+                .map(|n| n.into_owned())
+                .ok_or_else(|| ApiError::invalid_request("X-Ward-File-Name: percent-encoded UTF-8 expected"))?,
+        ),
+    };
     let info = state
         .files
-        .upload(
-            &caller.ctx,
-            &caller.principal,
-            params.dialog_id,
-            declared,
-            params.name,
-            length,
-            body.into_data_stream(),
-        )
+        .upload(&caller.ctx, &caller.principal, params.dialog_id, declared, name, length, body.into_data_stream())
         .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }

@@ -59,9 +59,10 @@ fn patient_client() -> reqwest::Client {
 
 async fn upload(server: &Server, token: &str, dialog: &str, name: &str, ty: &str, body: Vec<u8>) -> reqwest::Response {
     patient_client()
-        .post(server.at(&format!("/v1/files?dialog_id={dialog}&name={}", urlencode(name))))
+        .post(server.at(&format!("/v1/files?dialog_id={dialog}")))
         .bearer_auth(token)
         .header("content-type", ty)
+        .header("x-ward-file-name", urlencode(name))
         .body(body)
         .send()
         .await
