@@ -468,39 +468,39 @@ impl Files {
             event = event.detail("range", format!("{first}-{last}"));
         }
         self.audit.record_alone(&reading.mark(event)).await?;
-        let body = futures_util::stream::unfold((Some(head), stream), |(head, mut stream)| async move {
-            if let Some(head) = head {
-                return Some((Ok(head), (None, stream)));
-            }
-            match stream.next_plain().await {
-                Ok(b) if b.is_empty() && stream.done() => None,
-                Ok(b) => Some((Ok(b), (None, stream))),
-                Err(e) => {
-                    tracing::error!(error = %e, file_id = %stream.id, "a file failed its integrity check while streaming");
-                    stream.remaining = 0;
-                    stream.next = stream.to + 1;
-                    Some((Err(e), (None, stream)))
+        // A segment that fails later breaks the body off; it is recorded like a failure
+        // before the answer (the body's own error goes to the client as a cut connection).
+        let witness = (self.audit.clone(), ctx.clone(), record.clone());
+        let body =
+            futures_util::stream::unfold((Some(head), stream, witness), |(head, mut stream, witness)| async move {
+                if let Some(head) = head {
+                    return Some((Ok(head), (None, stream, witness)));
                 }
-            }
-        })
-        .filter(|item| std::future::ready(!matches!(item, Ok(b) if b.is_empty())))
-        .boxed();
+                match stream.next_plain().await {
+                    Ok(b) if b.is_empty() && stream.done() => None,
+                    Ok(b) => Some((Ok(b), (None, stream, witness))),
+                    Err(e) => {
+                        let (audit, ctx, record) = &witness;
+                        let e = match e {
+                            FilesError::Integrity => {
+                                record_integrity(audit, ctx, record, "a segment failed authentication while streaming")
+                                    .await
+                            }
+                            other => other,
+                        };
+                        stream.next = stream.to + 1;
+                        Some((Err(e), (None, stream, witness)))
+                    }
+                }
+            })
+            .filter(|item| std::future::ready(!matches!(item, Ok(b) if b.is_empty())))
+            .boxed();
         Ok(Download { info, range: range.map(|_| (first, last)), length, body })
     }
 
     /// Records a stored file that failed its check (high severity) and answers `Integrity`.
     async fn integrity_failure(&self, ctx: &Context, r: &FileRecord, what: &str) -> FilesError {
-        tracing::error!(file_id = %r.id, "{what}");
-        let event = ctx
-            .event(READ.audit, Outcome::Failure)
-            .resource(format!("file/{}", r.id))
-            .reason("integrity")
-            .detail("severity", "high")
-            .detail("dialog_id", r.dialog_id.to_string());
-        match self.audit.record_alone(&event).await {
-            Ok(_) => FilesError::Integrity,
-            Err(e) => e.into(),
-        }
+        record_integrity(&self.audit, ctx, r, what).await
     }
 
     /// Deletes a file (its uploader, or an owner or admin of its dialog): destroys its data
@@ -579,6 +579,22 @@ impl Files {
             tracing::info!(orphans = report.orphans, staging = report.staging, "the files sweep removed objects");
         }
         Ok(report)
+    }
+}
+
+/// Logs and records (high severity) a stored file that failed its check; answers
+/// `Integrity`, or the audit failure when the record cannot be written.
+async fn record_integrity(audit: &AuditLog, ctx: &Context, r: &FileRecord, what: &str) -> FilesError {
+    tracing::error!(file_id = %r.id, "{what}");
+    let event = ctx
+        .event(READ.audit, Outcome::Failure)
+        .resource(format!("file/{}", r.id))
+        .reason("integrity")
+        .detail("severity", "high")
+        .detail("dialog_id", r.dialog_id.to_string());
+    match audit.record_alone(&event).await {
+        Ok(_) => FilesError::Integrity,
+        Err(e) => e.into(),
     }
 }
 
