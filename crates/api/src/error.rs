@@ -202,6 +202,7 @@ impl From<ward_files::FilesError> for ApiError {
                 tracing::error!(error = %m, "malware scan failed");
                 Self::unavailable("the malware scan could not complete; try again later")
             }
+            F::Busy => Self { retry_after_s: Some(5), ..Self::unavailable(e.to_string()) },
             F::Integrity => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "integrity_failure", e.to_string()),
             F::Interrupted(_) => Self::invalid_request(e.to_string()),
             F::Objects(o) => {

@@ -363,6 +363,8 @@ mod tests {
         assert_eq!(refused(&[("WARD_FILES_BACKEND", "ftp")]), "files.backend");
         assert_eq!(refused(&[("WARD_FILES_MAX_BYTES", "10")]), "files.max_bytes");
         assert_eq!(refused(&[("WARD_FILES_CLAMD_TIMEOUT_S", "0")]), "files.clamd_timeout_s");
+        assert_eq!(refused(&[("WARD_FILES_ORPHAN_GRACE_S", "3600")]), "files.orphan_grace_s");
+        assert_eq!(refused(&[("WARD_FILES_MAX_CONCURRENT_UPLOADS", "0")]), "files.max_concurrent_uploads");
         assert_eq!(refused(&[("WARD_FILES_ALLOWED_TYPES", "[\"text\"]")]), "files.allowed_types");
         assert_eq!(refused(&[("WARD_FILES_ALLOWED_TYPES", "[]")]), "files.allowed_types");
         let s3 = |endpoint: &str, http: &str| {

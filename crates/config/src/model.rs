@@ -105,6 +105,9 @@ pub struct FilesConfig {
     pub clamd_socket: Option<PathBuf>,
     /// How long clamd may take to answer after an upload's last byte, in seconds (1 to 600).
     pub clamd_timeout_s: u64,
+    /// Uploads streaming at once on one node (1 to 1,024); beyond, 503 with `Retry-After`.
+    /// Each holds up to about 15 MiB.
+    pub max_concurrent_uploads: u64,
     pub s3: S3Config,
 }
 
@@ -120,6 +123,7 @@ impl Default for FilesConfig {
             orphan_grace_s: 86_400,
             clamd_socket: None,
             clamd_timeout_s: 120,
+            max_concurrent_uploads: 16,
             s3: S3Config::default(),
         }
     }
@@ -555,6 +559,15 @@ impl Config {
         in_range("files.sweep_interval_s", f.sweep_interval_s, 60, 86_400)?;
         in_range("files.orphan_grace_s", f.orphan_grace_s, 60, 604_800)?;
         in_range("files.clamd_timeout_s", f.clamd_timeout_s, 1, 600)?;
+        in_range("files.max_concurrent_uploads", f.max_concurrent_uploads, 1, 1_024)?;
+        // An upload's object exists before its record: the sweep must not take it for an
+        // orphan while the upload may still be running.
+        if f.orphan_grace_s <= f.transfer_timeout_s + f.clamd_timeout_s {
+            return Err(ConfigError::invalid(
+                "files.orphan_grace_s",
+                "must exceed files.transfer_timeout_s + files.clamd_timeout_s (an upload in progress is not an orphan)",
+            ));
+        }
         if f.allowed_types.is_empty() {
             return Err(ConfigError::invalid("files.allowed_types", "must name at least one content type"));
         }

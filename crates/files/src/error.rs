@@ -28,6 +28,9 @@ pub enum FilesError {
     /// clamd gave no verdict (down, a time-out, a stream limit); nothing was kept.
     #[error("the malware scan could not complete: {0}")]
     ScanFailed(String),
+    /// This node has `max_concurrent_uploads` uploads streaming already.
+    #[error("too many uploads in progress; try again shortly")]
+    Busy,
     /// The stored object failed authentication (changed, truncated or swapped).
     #[error("the stored file failed its integrity check")]
     Integrity,

@@ -13,8 +13,10 @@
 //!   orphan sweep, each decided by the access-control engine through the dialog the file
 //!   belongs to, and audited by id only.
 //!
-//! **Invariant:** neither this crate nor the object store ever holds more than a few
-//! segments of a file in memory, and no plaintext byte of a file is written anywhere.
+//! **Invariant:** an upload holds at most one segment and a few multipart parts in memory
+//! (and `max_concurrent_uploads` bound the uploads at once), and Ward writes no plaintext
+//! byte of a file anywhere. (clamd, when configured, keeps its own temporary copy while it
+//! scans: see `scan`.)
 
 pub mod error;
 pub mod objects;

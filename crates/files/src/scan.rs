@@ -7,10 +7,12 @@
 //! aborted. A scan that cannot finish (clamd down, its `StreamMaxLength` exceeded, a time-out)
 //! refuses the upload: fail closed.
 //!
-//! clamd sees plaintext: run it on the same host (a Unix socket, mode 0660) and keep its
-//! temporary files on an encrypted volume, or disable `ScanOnAccess` logging of names.
+//! clamd sees plaintext, and writes each `INSTREAM` stream to a temporary file while it
+//! scans: run it on the same host (a Unix socket, mode 0660) with its `TemporaryDirectory`
+//! on a tmpfs or an encrypted volume (docs/files.md).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +33,8 @@ pub struct Scan {
     tx: mpsc::Sender<std::io::Result<Bytes>>,
     task: JoinHandle<std::io::Result<Vec<u8>>>,
     timeout: Duration,
+    /// Set when a chunk did not reach clamd: then only a `FOUND` verdict counts.
+    incomplete: AtomicBool,
 }
 
 impl Scan {
@@ -40,13 +44,20 @@ impl Scan {
         let input = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         let socket = clamav_client::tokio::Socket { socket_path: clamd.socket.clone() };
         let task = tokio::spawn(async move { clamav_client::tokio::scan_stream(input, socket, None).await });
-        Scan { tx, task, timeout: clamd.timeout }
+        Scan { tx, task, timeout: clamd.timeout, incomplete: AtomicBool::new(false) }
     }
 
     /// Hands clamd the next chunk. A session that already ended (clamd refused or failed)
     /// shows in [`Scan::finish`].
     pub async fn feed(&self, chunk: Bytes) {
-        let _ = self.tx.send(Ok(chunk)).await;
+        // A stalled or finished clamd does not hold the upload: the chunk is dropped and
+        // the scan is marked incomplete, which `finish` refuses (never a partial "OK").
+        if self.incomplete.load(Ordering::Relaxed) {
+            return;
+        }
+        if !matches!(tokio::time::timeout(self.timeout, self.tx.send(Ok(chunk))).await, Ok(Ok(()))) {
+            self.incomplete.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Ends the stream and waits for the verdict: `Ok(())` when clean,
@@ -60,7 +71,12 @@ impl Scan {
             Ok(Ok(Err(io))) => return Err(FilesError::ScanFailed(format!("clamd: {io}"))),
             Ok(Ok(Ok(answer))) => answer,
         };
-        verdict(&answer)
+        match verdict(&answer) {
+            Ok(()) if self.incomplete.load(Ordering::Relaxed) => {
+                Err(FilesError::ScanFailed("clamd did not receive the whole file".into()))
+            }
+            other => other,
+        }
     }
 }
 

@@ -39,6 +39,8 @@ pub struct FilesSettings {
     pub orphan_grace: std::time::Duration,
     /// Malware scanning of every upload, when configured.
     pub clamd: Option<crate::Clamd>,
+    /// Uploads streaming at once on one node; beyond, 503 with `Retry-After`.
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for FilesSettings {
@@ -50,6 +52,7 @@ impl Default for FilesSettings {
                 .to_vec(),
             orphan_grace: std::time::Duration::from_secs(86_400),
             clamd: None,
+            max_concurrent_uploads: 16,
         }
     }
 }
@@ -142,6 +145,8 @@ pub struct Files {
     messaging: Messaging,
     objects: Objects,
     settings: Arc<FilesSettings>,
+    /// Uploads in progress on this node, at most `max_concurrent_uploads`.
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Files {
@@ -159,7 +164,8 @@ impl Files {
         objects: Objects,
         settings: FilesSettings,
     ) -> Self {
-        Self { store, audit, keys, messaging, objects, settings: Arc::new(settings) }
+        let uploads = Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_uploads.max(1)));
+        Self { store, audit, keys, messaging, objects, settings: Arc::new(settings), uploads }
     }
 
     pub fn settings(&self) -> &FilesSettings {
@@ -208,6 +214,7 @@ impl Files {
             FilesError::Interrupted(_) => "interrupted",
             FilesError::Infected(_) => "infected",
             FilesError::ScanFailed(_) => "scan_failed",
+            FilesError::Busy => "busy",
             _ => "error",
         };
         let mut event = ctx
@@ -255,9 +262,21 @@ impl Files {
         if let Err(e) = checked {
             return Err(self.refuse(ctx, dialog_id, id, e).await);
         }
-        let (key_record, key) = self.keys.prepare(&format!("file/{id}"), ctx.now).await?;
+        // Each upload holds up to ~15 MiB of parts: the number at once is bounded.
+        let Ok(_slot) = self.uploads.clone().try_acquire_owned() else {
+            return Err(self.refuse(ctx, dialog_id, id, FilesError::Busy).await);
+        };
+        let opened = async {
+            let (key_record, key) = self.keys.prepare(&format!("file/{id}"), ctx.now).await?;
+            let upload = self.objects.store().put_multipart(&Objects::path(id)).await?;
+            Ok::<_, FilesError>((key_record, key, upload))
+        }
+        .await;
+        let (key_record, key, upload) = match opened {
+            Ok(opened) => opened,
+            Err(e) => return Err(self.refuse(ctx, dialog_id, id, e).await),
+        };
         let path = Objects::path(id);
-        let upload = self.objects.store().put_multipart(&path).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let scan = self.settings.clamd.as_ref().map(crate::scan::Scan::start);
         let mut streamed = self.seal_into(&mut writer, &key, id, &content_type, scan.as_ref(), body).await;
@@ -277,7 +296,11 @@ impl Files {
                 return Err(self.refuse(ctx, dialog_id, id, e).await);
             }
         };
-        writer.finish().await?;
+        if let Err(e) = writer.finish().await {
+            // A failed completion leaves at most a staging file or an incomplete multipart
+            // upload: the sweep (local) or the bucket's lifecycle rule (S3) removes it.
+            return Err(self.refuse(ctx, dialog_id, id, e.into()).await);
+        }
 
         let meta = Meta { name, content_type, sha256 };
         let meta_json = Zeroizing::new(serde_json::to_vec(&meta).map_err(|e| FilesError::Invalid(e.to_string()))?);
@@ -419,7 +442,12 @@ impl Files {
     ) -> Result<Download, FilesError> {
         let record = self.live(id).await?;
         let (_, reading) = self.messaging.readable(ctx, who, record.dialog_id, READ).await?;
-        let key = self.keys.by_id(record.data_key_id).await?;
+        let key = match self.keys.by_id(record.data_key_id).await {
+            Ok(key) => key,
+            // Deleted meanwhile: the key is erased.
+            Err(ward_keys::KeyError::Destroyed(_)) => return Err(FilesError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
         let info = Self::info(&key, &record)?;
         let layout = Layout::new(info.size, u64::try_from(record.segment_size).map_err(|_| FilesError::Integrity)?);
         let (first, last) = match range {
@@ -431,10 +459,15 @@ impl Files {
             if info.size == 0 { (0, 0) } else { (layout.segment_of(first), layout.segment_of(last)) };
         let sealed_range = layout.sealed_offset(seg_from)..layout.sealed_offset(seg_to) + layout.sealed_len(seg_to);
         let options = GetOptions { range: Some(GetRange::Bounded(sealed_range.clone())), ..GetOptions::default() };
-        let got = self.objects.store().get_opts(&Objects::path(id), options).await;
+        let got =
+            self.objects.store().get_opts(&object_store::path::Path::from(record.object_key.as_str()), options).await;
         let got = match got {
             Ok(got) if got.meta.size == layout.object_len() && got.range == sealed_range => got,
             Ok(_) => return Err(self.integrity_failure(ctx, &record, "the object's length is wrong").await),
+            // A delete that committed meanwhile, or an object lost from under its record.
+            Err(object_store::Error::NotFound { .. }) if self.live(id).await.is_err() => {
+                return Err(FilesError::NotFound);
+            }
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(self.integrity_failure(ctx, &record, "the object is missing").await);
             }
@@ -532,7 +565,7 @@ impl Files {
         self.keys.destroy(&mut *tx, record.data_key_id, ctx.now).await?;
         self.audit.record(&mut *tx, &event).await?;
         tx.commit().await?;
-        if let Err(e) = self.objects.store().delete(&Objects::path(id)).await {
+        if let Err(e) = self.objects.store().delete(&object_store::path::Path::from(record.object_key.as_str())).await {
             tracing::warn!(error = %e, file_id = %id, "cannot remove a deleted file's object; the sweep removes it");
         }
         Ok(())
@@ -562,6 +595,13 @@ impl Files {
             }
         }
         for location in &removed {
+            // Checked again just before: a record may have been committed since the listing.
+            let id = location.filename().unwrap_or_default().parse::<Uuid>().ok();
+            if let Some(id) = id
+                && self.store.file_by_id(id).await?.is_some_and(|r| r.deleted_at.is_none())
+            {
+                continue;
+            }
             match self.objects.store().delete(location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => report.orphans += 1,
                 Err(e) => tracing::warn!(error = %e, object = %location, "the sweep cannot remove an object"),
@@ -605,8 +645,12 @@ fn check_name(name: Option<&str>) -> Result<(), FilesError> {
     if name.is_empty() || name.chars().count() > MAX_NAME {
         return Err(FilesError::Invalid(format!("name: 1 to {MAX_NAME} characters")));
     }
-    if name.chars().any(|c| c.is_control() || c == '/' || c == '\\') {
-        return Err(FilesError::Invalid("name: no control characters or path separators".into()));
+    // Bidirectional overrides and other format characters could disguise an extension
+    // ("photo\u{202E}gpj.exe" shows as "photoexe.jpg").
+    let format =
+        |c: char| matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
+    if name.chars().any(|c| c.is_control() || format(c) || c == '/' || c == '\\') {
+        return Err(FilesError::Invalid("name: no control or format characters, no path separators".into()));
     }
     Ok(())
 }

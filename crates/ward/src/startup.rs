@@ -326,6 +326,7 @@ pub fn files(
             socket: socket.clone(),
             timeout: std::time::Duration::from_secs(f.clamd_timeout_s),
         }),
+        max_concurrent_uploads: usize::try_from(f.max_concurrent_uploads).unwrap_or(16),
     };
     match &settings.clamd {
         Some(c) => tracing::info!(socket = %c.socket.display(), "uploads are scanned by clamd"),

@@ -194,7 +194,12 @@ async fn files_round_trip_sealed_ranged_refused_tamper_evident_and_deleted() {
     let res = download(&server, &peer, &id, Some("bytes=-3")).await;
     assert_eq!((res.status().as_u16(), body_of(res).await.expect("suffix")), (206, body[65_534..].to_vec()));
     let res = download(&server, &peer, &id, Some("bytes=100-")).await;
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.headers()["content-range"], "bytes 100-65536/65537");
     assert_eq!(body_of(res).await.expect("open range"), body[100..]);
+    let (_, empty_id, _) = ids.iter().find(|(l, ..)| *l == 0).expect("0 B").clone();
+    let res = download(&server, &peer, &empty_id, Some("bytes=0-")).await;
+    assert_eq!(res.status(), 416, "no range of an empty file is satisfiable");
     let res = download(&server, &peer, &id, Some("bytes=70000-")).await;
     assert_eq!((res.status().as_u16(), error_code(res).await), (416, "range_not_satisfiable".to_string()));
 
@@ -310,6 +315,17 @@ async fn files_round_trip_sealed_ranged_refused_tamper_evident_and_deleted() {
     // The scan: neither the content nor the name is anywhere under the data dir or in the log.
     scan_dir(&dir.path, &marker, "running");
     assert!(!server.stderr().contains(&marker), "the log holds file content or a name");
+
+    // A name that could disguise its extension is refused.
+    let res = upload(&server, &up, &dialog, "photo\u{202E}gpj.exe", "text/plain", b"x".to_vec()).await;
+    assert_eq!((res.status().as_u16(), error_code(res).await), (400, "invalid_request".to_string()));
+
+    // The dialog's owner may delete a member's file.
+    let peers = uploaded(&server, &peer, &dialog, "peer.txt", "text/plain", b"from the peer".to_vec()).await;
+    let peers_id = peers["id"].as_str().expect("id");
+    let res = c.delete(server.at(&format!("/v1/files/{peers_id}"))).bearer_auth(&up).send().await.expect("del");
+    assert_eq!(res.status(), 204, "an owner deletes another member's file");
+    assert!(!object(&dir.path, peers_id).exists());
 
     // Delete: a member who neither uploaded nor administers gets 403; the uploader deletes,
     // the object is gone, the file reads as unknown and can no longer be attached.
