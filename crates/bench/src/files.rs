@@ -1,9 +1,12 @@
 //! `ward-bench files`: throughput of one upload and one download of a large file over
 //! loopback, and the server's memory while a larger file streams through.
 //!
-//! The bodies are generated and hashed on the fly (never held whole by the bench): text
-//! with a fixed pattern, so the upload passes the `text/plain` check. Each transfer's
-//! SHA-256 is compared with the one the server computed on upload. While the stream file
+//! The bodies are generated on the fly (never held whole by the bench): text with a fixed
+//! pattern, so the upload passes the `text/plain` check. The server's SHA-256 of each
+//! upload is compared with the bench's, and each file is downloaded once with its SHA-256
+//! checked; the timed download of the first file only counts bytes, so the bench's own
+//! hashing is not in the figure (the upload's time includes the server's hashing, as it
+//! should). While the stream file
 //! goes up and comes back, the server's VmRSS is sampled every 20 ms; the growth over the
 //! baseline taken just before is what the file streaming costs (issue #8's target: under
 //! 32 MiB for 1 GiB).
@@ -137,7 +140,9 @@ async fn upload(api: &Api, who: &Session, dialog: &str, size: u64) -> anyhow::Re
     Ok((answer["id"].as_str().context("no file id")?.to_string(), took))
 }
 
-async fn download(api: &Api, who: &Session, id: &str, size: u64) -> anyhow::Result<f64> {
+/// Downloads the file; with `verify`, hashes it on the way and compares with the upload's
+/// SHA-256 (the hashing then counts in the time), else only counts the bytes.
+async fn download(api: &Api, who: &Session, id: &str, size: u64, verify: bool) -> anyhow::Result<f64> {
     let started = Instant::now();
     let res =
         api.http.get(format!("{}/v1/files/{id}", api.base)).bearer_auth(&who.token).send().await.context("download")?;
@@ -150,11 +155,16 @@ async fn download(api: &Api, who: &Session, id: &str, size: u64) -> anyhow::Resu
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.context("download body")?;
         got += chunk.len() as u64;
-        hasher.update(&chunk);
+        if verify {
+            hasher.update(&chunk);
+        }
     }
     let took = started.elapsed().as_secs_f64();
-    if got != size || hex::encode(hasher.finalize()) != bytes_stream::digest(size) {
-        bail!("download: {got} bytes whose SHA-256 differs from the upload's");
+    if got != size {
+        bail!("download: {got} bytes of {size}");
+    }
+    if verify && hex::encode(hasher.finalize()) != bytes_stream::digest(size) {
+        bail!("download: the SHA-256 differs from the upload's");
     }
     Ok(took)
 }
@@ -170,8 +180,9 @@ pub async fn run(server: &Server, args: &FilesArgs) -> anyhow::Result<FilesRepor
     let size = args.size_mib * MIB;
     progress(t, format_args!("uploading {} MiB", args.size_mib));
     let (id, upload_s) = upload(&api, who, &dialog, size).await?;
-    progress(t, format_args!("downloading {} MiB", args.size_mib));
-    let download_s = download(&api, who, &id, size).await?;
+    progress(t, format_args!("downloading {} MiB (verifying its SHA-256), then again timed", args.size_mib));
+    download(&api, who, &id, size, true).await?;
+    let download_s = download(&api, who, &id, size, false).await?;
 
     let stream = args.stream_mib * MIB;
     let stream_memory = match server.pid {
@@ -187,7 +198,7 @@ pub async fn run(server: &Server, args: &FilesArgs) -> anyhow::Result<FilesRepor
             progress(t, format_args!("streaming {} MiB down", args.stream_mib));
             let stop = Arc::new(AtomicBool::new(false));
             let down = sampler(pid, stop.clone(), count.clone());
-            download(&api, who, &stream_id, stream).await?;
+            download(&api, who, &stream_id, stream, true).await?;
             stop.store(true, Ordering::Relaxed);
             let download_peak = down.join().map_err(|_| anyhow::anyhow!("sampler panicked"))?;
             Some(StreamMemory {
