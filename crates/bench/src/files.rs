@@ -33,14 +33,19 @@ const MIB: u64 = 1024 * 1024;
 mod bytes_stream {
     use futures_util::stream::{self, Stream};
 
-    /// `size` bytes in 1 MiB chunks of a repeating text line.
-    pub fn body(size: u64) -> impl Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
-        let chunk: Vec<u8> = b"ward-bench file line 0123456789 abcdefghijklmnopqrstuvwxyz\n"
+    /// 1 MiB of a repeating text line: every chunk of the body.
+    fn chunk() -> Vec<u8> {
+        b"ward-bench file line 0123456789 abcdefghijklmnopqrstuvwxyz\n"
             .iter()
             .copied()
             .cycle()
             .take(super::MIB as usize)
-            .collect();
+            .collect()
+    }
+
+    /// `size` bytes in 1 MiB chunks.
+    pub fn body(size: u64) -> impl Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+        let chunk = chunk();
         stream::unfold(0u64, move |sent| {
             let chunk = chunk.clone();
             async move {
@@ -57,12 +62,7 @@ mod bytes_stream {
     pub fn digest(size: u64) -> String {
         use sha2::Digest as _;
         let mut h = sha2::Sha256::new();
-        let chunk: Vec<u8> = b"ward-bench file line 0123456789 abcdefghijklmnopqrstuvwxyz\n"
-            .iter()
-            .copied()
-            .cycle()
-            .take(super::MIB as usize)
-            .collect();
+        let chunk = chunk();
         let mut left = size;
         while left > 0 {
             let n = left.min(chunk.len() as u64);
