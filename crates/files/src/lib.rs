@@ -28,4 +28,4 @@ pub mod sniff;
 pub use error::FilesError;
 pub use objects::{Backend, Objects};
 pub use scan::Clamd;
-pub use service::{ByteRange, Download, FileInfo, Files, FilesSettings, SweepReport};
+pub use service::{ByteRange, Download, FileInfo, Files, FilesSettings, NewFile, SweepReport};

@@ -30,7 +30,7 @@ const PARTS_IN_FLIGHT: usize = 2;
 /// Longest file name kept (characters).
 const MAX_NAME: usize = 255;
 
-/// Limits from `[files]`.
+/// Limits from `[files]` (whose defaults live in ward-config).
 #[derive(Debug, Clone)]
 pub struct FilesSettings {
     pub max_bytes: u64,
@@ -41,20 +41,6 @@ pub struct FilesSettings {
     pub clamd: Option<crate::Clamd>,
     /// Uploads streaming at once on one node; beyond, 503 with `Retry-After`.
     pub max_concurrent_uploads: usize,
-}
-
-impl Default for FilesSettings {
-    fn default() -> Self {
-        Self {
-            max_bytes: 100 * 1024 * 1024,
-            allowed_types: ["image/jpeg", "image/png", "application/pdf", "text/plain", "application/dicom"]
-                .map(String::from)
-                .to_vec(),
-            orphan_grace: std::time::Duration::from_secs(86_400),
-            clamd: None,
-            max_concurrent_uploads: 16,
-        }
-    }
 }
 
 /// A file as members see it. `Debug` leaves out the name (PHI) and digest.
@@ -78,6 +64,27 @@ impl std::fmt::Debug for FileInfo {
             .field("id", &self.id)
             .field("dialog_id", &self.dialog_id)
             .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a caller uploads besides the bytes. `Debug` leaves out the name (PHI).
+#[derive(Clone)]
+pub struct NewFile {
+    pub dialog_id: Uuid,
+    /// The request's `Content-Type`, parameters included.
+    pub declared_type: String,
+    pub name: Option<String>,
+    /// The request's `Content-Length`, when it has one.
+    pub declared_length: Option<u64>,
+}
+
+impl std::fmt::Debug for NewFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewFile")
+            .field("dialog_id", &self.dialog_id)
+            .field("declared_type", &self.declared_type)
+            .field("declared_length", &self.declared_length)
             .finish_non_exhaustive()
     }
 }
@@ -235,24 +242,21 @@ impl Files {
     /// encryption into the object store; nothing is recorded until the object is complete.
     /// `declared_length` (the request's `Content-Length`) lets an oversized upload be
     /// refused before its first byte is read.
-    #[allow(clippy::too_many_arguments)]
     pub async fn upload<S, E>(
         &self,
         ctx: &Context,
         who: &Principal,
-        dialog_id: Uuid,
-        declared_type: &str,
-        name: Option<String>,
-        declared_length: Option<u64>,
+        new: NewFile,
         body: S,
     ) -> Result<FileInfo, FilesError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
+        let NewFile { dialog_id, declared_type, name, declared_length } = new;
         self.messaging.membership(ctx, who, dialog_id, UPLOAD).await?;
         let id = Uuid::now_v7();
-        let content_type = sniff::essence(declared_type);
+        let content_type = sniff::essence(&declared_type);
         let checked = check_name(name.as_deref())
             .and_then(|()| sniff::check_allowed(&content_type, &self.settings.allowed_types))
             .and_then(|()| match declared_length {

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
-use ward_files::{ByteRange, FileInfo};
+use ward_files::{ByteRange, FileInfo, NewFile};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -58,10 +58,9 @@ pub async fn upload(
                 .ok_or_else(|| ApiError::invalid_request("X-Ward-File-Name: percent-encoded UTF-8 expected"))?,
         ),
     };
-    let info = state
-        .files
-        .upload(&caller.ctx, &caller.principal, params.dialog_id, declared, name, length, body.into_data_stream())
-        .await?;
+    let new =
+        NewFile { dialog_id: params.dialog_id, declared_type: declared.to_string(), name, declared_length: length };
+    let info = state.files.upload(&caller.ctx, &caller.principal, new, body.into_data_stream()).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
