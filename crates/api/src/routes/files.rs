@@ -76,7 +76,19 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let range = headers.get(RANGE).and_then(|v| v.to_str().ok()).and_then(parse_range);
-    let d = state.files.download(&caller.ctx, &caller.principal, id, range).await?;
+    let d = match state.files.download(&caller.ctx, &caller.principal, id, range).await {
+        Ok(d) => d,
+        // RFC 9110 §15.5.17: a 416 names the current length.
+        Err(e @ ward_files::FilesError::RangeNotSatisfiable { size }) => {
+            let mut refused = ApiError::from(e).into_response();
+            refused.headers_mut().insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).map_err(|_| ApiError::internal())?,
+            );
+            return Ok(refused);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut response = Body::from_stream(d.body).into_response();
     let h = response.headers_mut();
     let content_type = HeaderValue::from_str(&d.info.content_type)

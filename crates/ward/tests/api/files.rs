@@ -201,6 +201,7 @@ async fn files_round_trip_sealed_ranged_refused_tamper_evident_and_deleted() {
     let res = download(&server, &peer, &empty_id, Some("bytes=0-")).await;
     assert_eq!(res.status(), 416, "no range of an empty file is satisfiable");
     let res = download(&server, &peer, &id, Some("bytes=70000-")).await;
+    assert_eq!(res.headers().get("content-range").map(|v| v.to_str().expect("ascii")), Some("bytes */65537"));
     assert_eq!((res.status().as_u16(), error_code(res).await), (416, "range_not_satisfiable".to_string()));
 
     // A non-member gets 404 on reading, deleting and uploading, like an unknown id.
