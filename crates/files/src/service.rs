@@ -547,7 +547,7 @@ impl Files {
     pub async fn delete(&self, ctx: &Context, who: &Principal, id: Uuid) -> Result<(), FilesError> {
         let record = self.live(id).await?;
         let (_, member) = self.messaging.membership(ctx, who, record.dialog_id, DELETE).await?;
-        if record.uploader_id != who.user_id && !matches!(member.role.as_str(), "owner" | "admin") {
+        if record.uploader_id != who.user_id && !ward_messaging::is_admin(&member) {
             let event = ctx
                 .event(DELETE.audit, Outcome::Denied)
                 .resource(format!("file/{id}"))

@@ -12,7 +12,9 @@ use crate::MessagingError;
 use crate::sealing::{message_aad, stored_ms};
 use crate::service::{DialogKind, Message, Messaging};
 
-fn is_admin(member: &MemberRecord) -> bool {
+/// An owner or admin of the dialog: may add and remove members and delete others' messages
+/// and files.
+pub fn is_admin(member: &MemberRecord) -> bool {
     member.role == "owner" || member.role == "admin"
 }
 

@@ -29,6 +29,7 @@ pub mod push;
 pub mod sealing;
 pub mod service;
 
+pub use changes::is_admin;
 pub use error::MessagingError;
 pub use service::{
     Dialog, DialogKind, History, Message, Messaging, MessagingSettings, NewDialog, NewMessage, Op, Reading,
