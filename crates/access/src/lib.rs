@@ -24,5 +24,5 @@ pub mod service;
 pub use engine::{CredentialKind, Decision, Matched, RequestContext, evaluate, evaluate_with_session};
 pub use policy::{Conditions, Effect, Policy, PolicyDocument, PolicyError, Statement};
 pub use service::{
-    Access, AccessError, AccessSettings, Attachments, Facts, PolicyView, Principal, Simulation, Subject,
+    Access, AccessError, AccessSettings, Attachments, Facts, PolicyView, Principal, Simulation, Subject, denial_event,
 };

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
-use ward_audit::{AuditLog, Context, Outcome};
+use ward_audit::{AuditEvent, AuditLog, Context, Outcome};
 use ward_storage::{PolicyAttachment, PolicyRecord, Store};
 
 use crate::engine::{CredentialKind, Decision, RequestContext, evaluate_with_session};
@@ -361,19 +361,7 @@ impl Access {
         resource: &str,
         decision: &Decision,
     ) -> Result<(), AccessError> {
-        let denies: Vec<String> = decision
-            .matched
-            .iter()
-            .filter(|m| m.effect == crate::Effect::Deny)
-            .map(|m| format!("{}#{}", m.policy, m.statement))
-            .collect();
-        let event = ctx
-            .event(audit, Outcome::Denied)
-            .resource(resource.to_string())
-            .reason(if denies.is_empty() { "no policy allows it" } else { "an explicit deny applies" })
-            .detail("policy_action", action)
-            .detail("deny_statements", denies);
-        self.inner.audit.record_alone(&event).await?;
+        self.inner.audit.record_alone(&denial_event(ctx, audit, action, resource, decision)).await?;
         Ok(())
     }
 
@@ -617,4 +605,21 @@ fn deny_all_policy_named(name: &str) -> Policy {
     }))
     .expect("a constant policy parses");
     Policy::compile(name, doc).expect("a constant policy compiles")
+}
+
+/// The record of a denial: the action and resource asked, why (no allow, or the explicit
+/// denies that applied). Domains that record it themselves (to point it at an item within
+/// the resource) start from this.
+pub fn denial_event(ctx: &Context, audit: &str, action: &str, resource: &str, decision: &Decision) -> AuditEvent {
+    let denies: Vec<String> = decision
+        .matched
+        .iter()
+        .filter(|m| m.effect == crate::Effect::Deny)
+        .map(|m| format!("{}#{}", m.policy, m.statement))
+        .collect();
+    ctx.event(audit, Outcome::Denied)
+        .resource(resource.to_string())
+        .reason(if denies.is_empty() { "no policy allows it" } else { "an explicit deny applies" })
+        .detail("policy_action", action)
+        .detail("deny_statements", denies)
 }

@@ -242,6 +242,9 @@ impl Files {
     /// encryption into the object store; nothing is recorded until the object is complete.
     /// `declared_length` (the request's `Content-Length`) lets an oversized upload be
     /// refused before its first byte is read.
+    ///
+    /// An upload whose request is dropped before it answers (cut by `transfer_timeout_s`, or
+    /// by the server stopping) is recorded as `cut_off` once dropped.
     pub async fn upload<S, E>(
         &self,
         ctx: &Context,
@@ -253,9 +256,27 @@ impl Files {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
+        let id = Uuid::now_v7();
+        let mut cut = CutOff { audit: self.audit.clone(), ctx: ctx.clone(), dialog_id: new.dialog_id, id, armed: true };
+        let answered = self.upload_as(ctx, who, new, body, id).await;
+        cut.armed = false;
+        answered
+    }
+
+    async fn upload_as<S, E>(
+        &self,
+        ctx: &Context,
+        who: &Principal,
+        new: NewFile,
+        body: S,
+        id: Uuid,
+    ) -> Result<FileInfo, FilesError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
         let NewFile { dialog_id, declared_type, name, declared_length } = new;
         self.messaging.membership(ctx, who, dialog_id, UPLOAD).await?;
-        let id = Uuid::now_v7();
         let content_type = sniff::essence(&declared_type);
         let checked = check_name(name.as_deref())
             .and_then(|()| sniff::check_allowed(&content_type, &self.settings.allowed_types))
@@ -419,6 +440,19 @@ impl Files {
         }
     }
 
+    /// The live record of a file a caller asked for; an unknown or deleted id is recorded
+    /// (an attempt on a file, by id) before `NotFound` is answered.
+    async fn known(&self, ctx: &Context, op: Op, id: Uuid) -> Result<FileRecord, FilesError> {
+        match self.live(id).await {
+            Err(FilesError::NotFound) => {
+                let event = ctx.event(op.audit, Outcome::Failure).resource(format!("file/{id}")).reason("no such file");
+                self.audit.record_alone(&event).await?;
+                Err(FilesError::NotFound)
+            }
+            other => other,
+        }
+    }
+
     fn info(key: &DataKey, r: &FileRecord) -> Result<FileInfo, FilesError> {
         let sealed = r.meta_sealed.as_deref().ok_or(FilesError::NotFound)?;
         let plain = ward_keys::open(key, &Self::meta_aad(r.id, r.dialog_id, r.data_key_id), sealed)?;
@@ -444,8 +478,8 @@ impl Files {
         id: Uuid,
         range: Option<ByteRange>,
     ) -> Result<Download, FilesError> {
-        let record = self.live(id).await?;
-        let (_, reading) = self.messaging.readable(ctx, who, record.dialog_id, READ).await?;
+        let record = self.known(ctx, READ, id).await?;
+        let (_, reading) = self.messaging.readable_for(ctx, who, record.dialog_id, READ, &format!("file/{id}")).await?;
         let key = match self.keys.by_id(record.data_key_id).await {
             Ok(key) => key,
             // Deleted meanwhile: the key is erased.
@@ -545,8 +579,9 @@ impl Files {
     /// removes the object. An object whose removal fails is left to the sweep, and is
     /// unreadable already: its key is gone.
     pub async fn delete(&self, ctx: &Context, who: &Principal, id: Uuid) -> Result<(), FilesError> {
-        let record = self.live(id).await?;
-        let (_, member) = self.messaging.membership(ctx, who, record.dialog_id, DELETE).await?;
+        let record = self.known(ctx, DELETE, id).await?;
+        let (_, member) =
+            self.messaging.membership_for(ctx, who, record.dialog_id, DELETE, &format!("file/{id}")).await?;
         if record.uploader_id != who.user_id && !ward_messaging::is_admin(&member) {
             let event = ctx
                 .event(DELETE.audit, Outcome::Denied)
@@ -623,6 +658,42 @@ impl Files {
             tracing::info!(orphans = report.orphans, staging = report.staging, "the files sweep removed objects");
         }
         Ok(report)
+    }
+}
+
+/// Armed while an upload runs: dropped armed, the upload's future was dropped before it
+/// answered (the transfer timeout, or shutdown), so the attempt is recorded from a task of
+/// its own. Best effort by nature: nobody is left to answer 503 to.
+struct CutOff {
+    audit: AuditLog,
+    ctx: Context,
+    dialog_id: Uuid,
+    id: Uuid,
+    armed: bool,
+}
+
+impl Drop for CutOff {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let event = self
+            .ctx
+            .event(UPLOAD.audit, Outcome::Failure)
+            .resource(format!("file/{}", self.id))
+            .reason("cut_off")
+            .detail("dialog_id", self.dialog_id.to_string());
+        let (audit, id) = (self.audit.clone(), self.id);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = audit.record_alone(&event).await {
+                        tracing::error!(error = %e, file_id = %id, "cannot record an upload that was cut off");
+                    }
+                });
+            }
+            Err(_) => tracing::error!(file_id = %id, "cannot record an upload that was cut off: no runtime"),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use ward_access::{Facts, Principal};
-use ward_audit::{AuditLog, Context, Outcome};
+use ward_audit::{AuditEvent, AuditLog, Context, Outcome};
 use ward_keys::{DataKey, DataKeys};
 use ward_storage::{DialogRecord, MemberRecord, MessageRecord, Store};
 
@@ -279,16 +279,38 @@ impl Messaging {
         dialog_id: Uuid,
         op: Op,
     ) -> Result<(DialogRecord, MemberRecord), MessagingError> {
+        self.membership_of(ctx, who, dialog_id, op, None).await
+    }
+
+    /// [`Self::membership`] for an operation on an item within the dialog (`file/<id>`): a
+    /// denial is recorded against the item, with the dialog as a detail.
+    pub async fn membership_for(
+        &self,
+        ctx: &Context,
+        who: &Principal,
+        dialog_id: Uuid,
+        op: Op,
+        item: &str,
+    ) -> Result<(DialogRecord, MemberRecord), MessagingError> {
+        self.membership_of(ctx, who, dialog_id, op, Some(item)).await
+    }
+
+    async fn membership_of(
+        &self,
+        ctx: &Context,
+        who: &Principal,
+        dialog_id: Uuid,
+        op: Op,
+        item: Option<&str>,
+    ) -> Result<(DialogRecord, MemberRecord), MessagingError> {
         let dialog = self.store.dialog_by_id(dialog_id).await?.ok_or(MessagingError::NotFound)?;
         let member = self.store.member(dialog_id, who.user_id).await?;
         let facts = Facts { dialog_member: Some(member.is_some()), breakglass: Some(false) };
-        self.decide(ctx, who, dialog_id, op, facts).await?;
+        self.decide(ctx, who, dialog_id, op, facts, item).await?;
         // A custom policy may allow an action to non-members, but a change to a dialog
         // needs a membership to act through.
         let Some(member) = member else {
-            let event = ctx
-                .event(op.audit, Outcome::Denied)
-                .resource(format!("dialog/{dialog_id}"))
+            let event = on(ctx.event(op.audit, Outcome::Denied), dialog_id, item)
                 .reason("a change to a dialog needs its membership");
             self.audit.record_alone(&event).await?;
             return Err(MessagingError::NotFound);
@@ -306,15 +328,39 @@ impl Messaging {
         dialog_id: Uuid,
         op: Op,
     ) -> Result<(DialogRecord, Reading), MessagingError> {
+        self.readable_of(ctx, who, dialog_id, op, None).await
+    }
+
+    /// [`Self::readable`] for a read of an item within the dialog (`file/<id>`): a denial
+    /// is recorded against the item, with the dialog as a detail.
+    pub async fn readable_for(
+        &self,
+        ctx: &Context,
+        who: &Principal,
+        dialog_id: Uuid,
+        op: Op,
+        item: &str,
+    ) -> Result<(DialogRecord, Reading), MessagingError> {
+        self.readable_of(ctx, who, dialog_id, op, Some(item)).await
+    }
+
+    async fn readable_of(
+        &self,
+        ctx: &Context,
+        who: &Principal,
+        dialog_id: Uuid,
+        op: Op,
+        item: Option<&str>,
+    ) -> Result<(DialogRecord, Reading), MessagingError> {
         let dialog = self.store.dialog_by_id(dialog_id).await?.ok_or(MessagingError::NotFound)?;
         if let Some(member) = self.store.member(dialog_id, who.user_id).await? {
             let facts = Facts { dialog_member: Some(true), breakglass: Some(false) };
-            self.decide(ctx, who, dialog_id, op, facts).await?;
+            self.decide(ctx, who, dialog_id, op, facts, item).await?;
             return Ok((dialog, Reading::Member(member)));
         }
         let grant = self.access.active_grant(who.user_id, dialog_id, ctx.now).await?;
         let facts = Facts { dialog_member: Some(false), breakglass: Some(grant.is_some()) };
-        self.decide(ctx, who, dialog_id, op, facts).await?;
+        self.decide(ctx, who, dialog_id, op, facts, item).await?;
         let Some(grant) = grant else { return Ok((dialog, Reading::Policy)) };
         // Recorded as break-glass unless the policies allow the read without the grant.
         let without = Facts { dialog_member: Some(false), breakglass: Some(false) };
@@ -330,13 +376,15 @@ impl Messaging {
         dialog_id: Uuid,
         op: Op,
         facts: Facts,
+        item: Option<&str>,
     ) -> Result<ward_access::Decision, MessagingError> {
         let resource = format!("dialog/{dialog_id}");
         let decision = who.decide(op.action, &resource, ctx.now, facts);
         if decision.allowed {
             return Ok(decision);
         }
-        self.access.record_denial(ctx, op.audit, op.action, &resource, &decision).await?;
+        let event = ward_access::denial_event(ctx, op.audit, op.action, &resource, &decision);
+        self.audit.record_alone(&on(event, dialog_id, item)).await?;
         if facts.dialog_member == Some(true) {
             Err(MessagingError::Forbidden(format!("the caller's policies do not allow {} here", op.action)))
         } else {
@@ -447,5 +495,14 @@ impl std::fmt::Debug for Message {
 impl std::fmt::Debug for History {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("History").field("messages", &self.messages).field("next_cursor", &self.next_cursor).finish()
+    }
+}
+
+/// Points a record at the item acted on, when there is one (the dialog becomes a detail),
+/// else at the dialog.
+fn on(event: AuditEvent, dialog_id: Uuid, item: Option<&str>) -> AuditEvent {
+    match item {
+        Some(item) => event.resource(item).detail("dialog_id", dialog_id.to_string()),
+        None => event.resource(format!("dialog/{dialog_id}")),
     }
 }

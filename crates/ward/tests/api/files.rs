@@ -205,11 +205,12 @@ async fn files_round_trip_sealed_ranged_refused_tamper_evident_and_deleted() {
     assert_eq!((res.status().as_u16(), error_code(res).await), (416, "range_not_satisfiable".to_string()));
 
     // A non-member gets 404 on reading, deleting and uploading, like an unknown id.
+    let unknown = uuid::Uuid::now_v7().to_string();
     for res in [
         download(&server, &out, &id, None).await,
         c.delete(server.at(&format!("/v1/files/{id}"))).bearer_auth(&out).send().await.expect("delete"),
         upload(&server, &out, &dialog, "x.txt", "text/plain", b"hello".to_vec()).await,
-        download(&server, &peer, &uuid::Uuid::now_v7().to_string(), None).await,
+        download(&server, &peer, &unknown, None).await,
     ] {
         assert_eq!((res.status().as_u16(), error_code(res).await), (404, "not_found".to_string()));
     }
@@ -362,6 +363,80 @@ async fn files_round_trip_sealed_ranged_refused_tamper_evident_and_deleted() {
     assert!(trail.contains("\"too_large\"") && trail.contains("\"unsupported_type\""));
     assert_eq!(trail.matches("\"integrity\"").count(), 3, "each failed check is recorded, mid-stream too");
     assert!(!trail.contains(&marker) && !trail.contains("scan.png"), "no file name or content in the trail");
+    // Refusals name the file asked for: the outsider's read and delete by the file's id
+    // (its dialog a detail), the unknown id as an attempt on a file that does not exist.
+    let records: Vec<Value> = trail.lines().map(|l| serde_json::from_str(l).expect("jsonl")).collect();
+    for action in ["file.read", "file.delete"] {
+        let refused: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["action"] == action && r["outcome"] == "denied" && r["resource"] == format!("file/{id}"))
+            .collect();
+        assert_eq!(refused.len(), 1, "the outsider's {action} is recorded against the file");
+        assert_eq!(refused[0]["details"]["dialog_id"], dialog.as_str());
+        assert_eq!(refused[0]["details"]["policy_action"], action.replace('.', ":"));
+    }
+    let unknown_read: Vec<&Value> =
+        records.iter().filter(|r| r["action"] == "file.read" && r["resource"] == format!("file/{unknown}")).collect();
+    assert_eq!(unknown_read.len(), 1, "a read of an unknown id is recorded");
+    assert_eq!((&unknown_read[0]["outcome"], &unknown_read[0]["reason"]), (&json!("failure"), &json!("no such file")));
+    // Reads after the delete are recorded as attempts on files that no longer exist.
+    for (_, deleted, _) in &ids {
+        let attempts = records.iter().filter(|r| {
+            r["action"] == "file.read" && r["resource"] == format!("file/{deleted}") && r["reason"] == "no such file"
+        });
+        assert_eq!(attempts.count(), 1, "the read of deleted {deleted} is recorded");
+    }
+}
+
+/// An upload cut off by `[files] transfer_timeout_s` (its body stalls) answers 503, keeps
+/// nothing, and is recorded as `cut_off` against the file id it would have had.
+#[tokio::test]
+async fn an_upload_cut_off_by_the_transfer_timeout_is_recorded() {
+    let dir = data_dir();
+    let env = [("WARD_MASTER_PASSPHRASE", "files cut passphrase"), ("WARD_FILES_TRANSFER_TIMEOUT_S", "30")];
+    add_user(&dir.path, &[], "pat.slow", "patient", "violet orchard lantern 4471");
+    let server = Server::start(&dir.path, &["--no-tls"], &env);
+    let token = login(&server, "pat.slow", "violet orchard lantern 4471").await;
+    let dialog = group(&server, &token, &[]).await;
+    let marker = format!("PHI-CUT-{}", uuid::Uuid::new_v4().simple());
+    let first = text(&marker, 100_000);
+    // One chunk, then a body that never ends.
+    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) })
+        .chain(futures_util::stream::pending());
+    let res = patient_client()
+        .post(server.at(&format!("/v1/files?dialog_id={dialog}")))
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .expect("an answer after the timeout");
+    assert_eq!((res.status().as_u16(), error_code(res).await), (503, "unavailable".to_string()));
+
+    // The record is written by a task of its own once the request is dropped.
+    let mut trail_records = Vec::new();
+    for _ in 0..50 {
+        let trail = trail(&dir.path, &env[..1]);
+        trail_records = trail
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("jsonl"))
+            .filter(|r| r["action"] == "file.upload")
+            .collect();
+        if !trail_records.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(trail_records.len(), 1, "{trail_records:?}");
+    let r = &trail_records[0];
+    assert_eq!((&r["outcome"], &r["reason"]), (&json!("failure"), &json!("cut_off")));
+    assert!(r["resource"].as_str().expect("resource").starts_with("file/"));
+    assert_eq!(r["details"]["dialog_id"], dialog.as_str());
+    assert!(!trail_records[0].to_string().contains(&marker));
+
+    signal(&server.child, "TERM");
+    assert_eq!(server.wait_exit().code(), Some(0));
+    scan_dir(&dir.path, &marker, "stopped");
 }
 
 /// A running `moto_server` (S3 on loopback); killed when dropped.
