@@ -668,8 +668,11 @@ impl Accounts {
         duration_s: u64,
         session_policy: Option<String>,
     ) -> Result<LoginSuccess, AuthError> {
+        // The reason a refusal's audit record gives.
+        let mut refusal = "role_not_held";
         let attempt = async {
             if who.kind == CredentialKind::ApiKey {
+                refusal = "api_key";
                 return Err(AuthError::Forbidden("an API key cannot assume a role: it acts with its own".into()));
             }
             if !(900..=43_200).contains(&duration_s) {
@@ -681,6 +684,7 @@ impl Accounts {
             }
             let session_policy = match (&who.session.session_policy, session_policy) {
                 (Some(_), Some(_)) => {
+                    refusal = "second_session_policy";
                     return Err(AuthError::Forbidden(
                         "a credential that has a session policy cannot be given another one".into(),
                     ));
@@ -723,7 +727,7 @@ impl Accounts {
         };
         match attempt.await {
             Err(AuthError::Forbidden(m)) => {
-                let event = ctx.event("sts.assume_role", Outcome::Denied).reason("role_not_held");
+                let event = ctx.event("sts.assume_role", Outcome::Denied).reason(refusal);
                 self.audit.record_alone(&event).await?;
                 Err(AuthError::Forbidden(m))
             }

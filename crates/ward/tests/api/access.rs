@@ -249,8 +249,10 @@ async fn an_sts_session_policy_narrows_the_role_and_cannot_be_widened() {
     let dir = data_dir();
     add_user(&dir.path, &[], "pat.a", "patient", "violet orchard lantern 6620");
     add_user(&dir.path, &[], "pat.b", "patient", "violet orchard lantern 6620");
+    add_user(&dir.path, &[], "audra", "auditor", "amber quarry meadow 4471");
     let server = Server::start(&dir.path, &["--no-tls"], &[]);
     let c = server.client();
+    let auditor = login(&server, "audra", "amber quarry meadow 4471").await;
     let a = login(&server, "pat.a", "violet orchard lantern 6620").await;
     let b = login(&server, "pat.b", "violet orchard lantern 6620").await;
     let b_id = user_id(&server, &b).await;
@@ -299,6 +301,9 @@ async fn an_sts_session_policy_narrows_the_role_and_cannot_be_widened() {
     assert_eq!(res.status(), 403, "the session policy was inherited");
     let wide = json!({"statements": [{"effect": "allow", "actions": ["*"], "resources": ["*"]}]});
     assert_eq!(assume(sts.clone(), wide).await.expect("sts").status(), 403, "no second session policy");
+    let refused = events(&server, &auditor, "action=sts.assume_role&outcome=denied").await;
+    let reasons: Vec<&str> = refused.iter().map(|e| e["reason"].as_str().expect("reason")).collect();
+    assert_eq!(reasons, ["second_session_policy"], "the refusal says why");
     // The membership rule still holds inside the session policy: another dialog is hidden.
     let other = group(&server, &a, &[]).await;
     assert_eq!(get(&server, &sts, &format!("/v1/dialogs/{other}/messages")).await.0, 404);
