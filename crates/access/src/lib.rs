@@ -21,6 +21,7 @@ pub mod policy;
 pub mod review;
 pub mod service;
 
+pub use breakglass::GrantView;
 pub use engine::{CredentialKind, Decision, Matched, RequestContext, evaluate, evaluate_with_session};
 pub use policy::{Conditions, Effect, Policy, PolicyDocument, PolicyError, Statement};
 pub use service::{

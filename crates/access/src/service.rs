@@ -46,6 +46,9 @@ pub enum AccessError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] ward_storage::StoreError),
+    /// Sealing or opening a break-glass reason failed.
+    #[error(transparent)]
+    Keys(#[from] ward_keys::KeyError),
     /// The audit record could not be written, so the operation did not happen.
     #[error(transparent)]
     Audit(#[from] ward_audit::AuditError),
@@ -200,6 +203,7 @@ struct Inner {
     snapshot: RwLock<Arc<Snapshot>>,
     reload: tokio::sync::Mutex<()>,
     alerts: Option<ward_webhook::Webhook>,
+    keys: Option<ward_keys::DataKeys>,
 }
 
 impl std::fmt::Debug for Access {
@@ -210,11 +214,14 @@ impl std::fmt::Debug for Access {
 
 impl Access {
     /// `alerts`: where break-glass alerts go (`[access] alert_webhook_url`), if anywhere.
+    /// `keys` seal and open break-glass reasons; without them (a command that only reads
+    /// policies or reviews access) invoking break-glass or reading a reason is refused.
     pub fn new(
         store: Arc<dyn Store>,
         audit: AuditLog,
         settings: AccessSettings,
         alerts: Option<ward_webhook::Webhook>,
+        keys: Option<ward_keys::DataKeys>,
     ) -> Self {
         let inner = Inner {
             store,
@@ -224,6 +231,7 @@ impl Access {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             reload: tokio::sync::Mutex::new(()),
             alerts,
+            keys,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -238,6 +246,12 @@ impl Access {
 
     pub(crate) fn audit(&self) -> &AuditLog {
         &self.inner.audit
+    }
+
+    pub(crate) fn keys(&self) -> Result<&ward_keys::DataKeys, AccessError> {
+        self.inner.keys.as_ref().ok_or_else(|| {
+            AccessError::Keys(ward_keys::KeyError::Keyring("this command runs without the key store".into()))
+        })
     }
 
     pub(crate) fn alerts(&self) -> Option<&ward_webhook::Webhook> {

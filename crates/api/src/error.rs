@@ -226,6 +226,7 @@ impl From<ward_access::AccessError> for ApiError {
             A::Invalid(m) => Self::invalid_request(m),
             A::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             A::Store(s) => s.into(),
+            A::Keys(k) => k.into(),
             A::Audit(a) => a.into(),
         }
     }

@@ -70,7 +70,7 @@ async fn setup(key_store: Arc<dyn KeyStore>, cache: CacheSettings) -> Setup {
         ids.push(id);
     }
     tx.commit().await.expect("commit");
-    let access = ward_access::Access::new(store.clone(), audit.clone(), Default::default(), None);
+    let access = ward_access::Access::new(store.clone(), audit.clone(), Default::default(), None, Some(keys.clone()));
     let messaging = Messaging::new(store.clone(), audit, keys.clone(), access.clone(), MessagingSettings::default());
     let mut ctx = Context::anonymous(Via::Api, Some("127.0.0.1".into()), None, now);
     ctx.user_id = Some(ids[0].to_string());

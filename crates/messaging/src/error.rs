@@ -38,6 +38,7 @@ impl From<ward_access::AccessError> for MessagingError {
             A::Invalid(m) => MessagingError::Invalid(m),
             A::Conflict(m) => MessagingError::Conflict(m),
             A::Store(s) => MessagingError::Store(s),
+            A::Keys(k) => MessagingError::Keys(k),
             A::Audit(a) => MessagingError::Audit(a),
         }
     }

@@ -58,7 +58,7 @@ async fn world() -> World {
         users.push(id);
     }
     tx.commit().await.expect("commit");
-    let access = ward_access::Access::new(store.clone(), audit.clone(), Default::default(), None);
+    let access = ward_access::Access::new(store.clone(), audit.clone(), Default::default(), None, Some(keys.clone()));
     let messaging = Messaging::new(store.clone(), audit, keys, access.clone(), MessagingSettings::default());
     World { _dir: dir, store, messaging, access, users }
 }

@@ -10,7 +10,7 @@
 //! write lock every transaction holds), so their foreign key never fails either.
 
 use crate::StoreError;
-use crate::model::{BreakGlassGrant, PolicyAttachment, PolicyRecord};
+use crate::model::{BreakGlassGrant, GrantReason, PolicyAttachment, PolicyRecord};
 use crate::rows::{from_millis, uuid};
 
 /// Most grants [`crate::AccessStore::breakglass_grants_since`] returns.
@@ -57,6 +57,8 @@ pub(crate) struct GrantRow {
     user_id: String,
     dialog_id: String,
     reason: String,
+    reason_sealed: Option<Vec<u8>>,
+    reason_key_id: Option<String>,
     created_at: i64,
     expires_at: i64,
     revoked_at: Option<i64>,
@@ -70,7 +72,10 @@ impl TryFrom<GrantRow> for BreakGlassGrant {
             id: uuid(&r.id)?,
             user_id: uuid(&r.user_id)?,
             dialog_id: uuid(&r.dialog_id)?,
-            reason: r.reason,
+            reason: match (r.reason_sealed, r.reason_key_id) {
+                (Some(sealed), Some(key_id)) => GrantReason::Sealed { key_id: uuid(&key_id)?, sealed },
+                _ => GrantReason::Legacy(r.reason),
+            },
             created_at: from_millis(r.created_at)?,
             expires_at: from_millis(r.expires_at)?,
             revoked_at: r.revoked_at.map(from_millis).transpose()?,
@@ -115,15 +120,24 @@ pub(crate) fn no_such_policy(policy_name: &str) -> StoreError {
 pub(crate) mod sql {
     pub const POLICIES: &str = "SELECT name, document, created_at, updated_at, updated_by FROM policies";
     pub const POLICY_ATTACHMENTS: &str = "SELECT policy_name, principal_kind, principal FROM policy_attachments";
+    /// The columns of a [`super::GrantRow`].
+    macro_rules! grant_columns {
+        () => {
+            "SELECT id, user_id, dialog_id, reason, reason_sealed, reason_key_id, created_at, expires_at, \
+             revoked_at, revoked_by FROM breakglass_grants "
+        };
+    }
     /// The live grant expiring last (ties: the newest id).
-    pub const ACTIVE_GRANT: &str = "SELECT id, user_id, dialog_id, reason, created_at, expires_at, revoked_at, \
-         revoked_by FROM breakglass_grants \
-         WHERE user_id = $1 AND dialog_id = $2 AND revoked_at IS NULL AND expires_at > $3 \
-         ORDER BY expires_at DESC, id DESC LIMIT 1";
-    pub const GRANT_BY_ID: &str = "SELECT id, user_id, dialog_id, reason, created_at, expires_at, revoked_at, \
-         revoked_by FROM breakglass_grants WHERE id = $1";
-    pub const GRANTS_SINCE: &str = "SELECT id, user_id, dialog_id, reason, created_at, expires_at, revoked_at, \
-         revoked_by FROM breakglass_grants WHERE created_at >= $1 ORDER BY created_at DESC, id DESC LIMIT $2";
+    pub const ACTIVE_GRANT: &str = concat!(
+        grant_columns!(),
+        "WHERE user_id = $1 AND dialog_id = $2 AND revoked_at IS NULL AND expires_at > $3 \
+         ORDER BY expires_at DESC, id DESC LIMIT 1"
+    );
+    pub const GRANT_BY_ID: &str = concat!(grant_columns!(), "WHERE id = $1");
+    pub const GRANTS_SINCE: &str =
+        concat!(grant_columns!(), "WHERE created_at >= $1 ORDER BY created_at DESC, id DESC LIMIT $2");
+    pub const GRANTS_UNSEALED: &str =
+        concat!(grant_columns!(), "WHERE reason_sealed IS NULL ORDER BY created_at, id LIMIT $1");
     /// Sign-ins only: a temporary credential (STS) has an `assumed_role`.
     pub const LAST_SIGN_INS: &str = "SELECT user_id, MAX(created_at) FROM sessions \
          WHERE assumed_role IS NULL GROUP BY user_id ORDER BY user_id";
@@ -140,8 +154,11 @@ pub(crate) mod sql {
     pub const INSERT_ATTACHMENT: &str = "INSERT INTO policy_attachments (policy_name, principal_kind, principal) \
          VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
     /// `ON CONFLICT DO NOTHING`: a taken id affects no row, reported as a conflict.
-    pub const INSERT_GRANT: &str = "INSERT INTO breakglass_grants (id, user_id, dialog_id, reason, created_at, \
-         expires_at, revoked_at, revoked_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
+    pub const INSERT_GRANT: &str = "INSERT INTO breakglass_grants (id, user_id, dialog_id, reason, reason_sealed, \
+         reason_key_id, created_at, expires_at, revoked_at, revoked_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING";
+    pub const SEAL_GRANT_REASON: &str = "UPDATE breakglass_grants SET reason_sealed = $2, reason_key_id = $3, \
+         reason = '' WHERE id = $1 AND reason_sealed IS NULL";
     pub const REVOKE_GRANT: &str =
         "UPDATE breakglass_grants SET revoked_at = $2, revoked_by = $3 WHERE id = $1 AND revoked_at IS NULL";
 }
@@ -204,6 +221,16 @@ macro_rules! impl_access_stores {
             ) -> $crate::Result<Vec<$crate::BreakGlassGrant>> {
                 sqlx::query_as::<_, $crate::access::GrantRow>($crate::access::sql::GRANTS_SINCE)
                     .bind($crate::rows::millis(since))
+                    .bind($crate::access::GRANTS_SINCE_LIMIT)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect()
+            }
+
+            async fn breakglass_grants_unsealed(&self) -> $crate::Result<Vec<$crate::BreakGlassGrant>> {
+                sqlx::query_as::<_, $crate::access::GrantRow>($crate::access::sql::GRANTS_UNSEALED)
                     .bind($crate::access::GRANTS_SINCE_LIMIT)
                     .fetch_all(&self.pool)
                     .await?
@@ -285,7 +312,18 @@ macro_rules! impl_access_stores {
                     .bind(g.id.to_string())
                     .bind(g.user_id.to_string())
                     .bind(g.dialog_id.to_string())
-                    .bind(&g.reason)
+                    .bind(match &g.reason {
+                        $crate::GrantReason::Legacy(plain) => plain.as_str(),
+                        $crate::GrantReason::Sealed { .. } => "",
+                    })
+                    .bind(match &g.reason {
+                        $crate::GrantReason::Sealed { sealed, .. } => Some(sealed.as_slice()),
+                        $crate::GrantReason::Legacy(_) => None,
+                    })
+                    .bind(match &g.reason {
+                        $crate::GrantReason::Sealed { key_id, .. } => Some(key_id.to_string()),
+                        $crate::GrantReason::Legacy(_) => None,
+                    })
                     .bind($crate::rows::millis(g.created_at))
                     .bind($crate::rows::millis(g.expires_at))
                     .bind(g.revoked_at.map($crate::rows::millis))
@@ -306,6 +344,22 @@ macro_rules! impl_access_stores {
                     .bind(id.to_string())
                     .bind($crate::rows::millis(now))
                     .bind(by.map(|u| u.to_string()))
+                    .execute(self.conn())
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn seal_breakglass_reason(
+                &mut self,
+                id: uuid::Uuid,
+                key_id: uuid::Uuid,
+                sealed: &[u8],
+            ) -> $crate::Result<bool> {
+                let n = sqlx::query($crate::access::sql::SEAL_GRANT_REASON)
+                    .bind(id.to_string())
+                    .bind(sealed)
+                    .bind(key_id.to_string())
                     .execute(self.conn())
                     .await?
                     .rows_affected();

@@ -10,9 +10,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    ApiKeyRecord, AuditFilter, AuditRow, BreakGlassGrant, CheckpointRow, DataKeyRecord, DialogRecord, HistoryQuery,
-    MemberRecord, MessageRecord, MfaChallengeRecord, MfaFactorRecord, PolicyAttachment, PolicyRecord, SessionRecord,
-    Store, StoreError, UserRecord,
+    ApiKeyRecord, AuditFilter, AuditRow, BreakGlassGrant, CheckpointRow, DataKeyRecord, DialogRecord, GrantReason,
+    HistoryQuery, MemberRecord, MessageRecord, MfaChallengeRecord, MfaFactorRecord, PolicyAttachment, PolicyRecord,
+    SessionRecord, Store, StoreError, UserRecord,
 };
 
 fn now() -> OffsetDateTime {
@@ -995,13 +995,17 @@ async fn breakglass_grants_live_expire_and_revoke(store: &dyn Store) {
         id: Uuid::now_v7(),
         user_id,
         dialog_id,
-        reason: "on-call: patient deteriorating, care team unreachable".into(),
+        reason: GrantReason::Sealed { key_id: key, sealed: b"sealed reason".to_vec() },
         created_at,
         expires_at,
         revoked_at: None,
         revoked_by: None,
     };
-    let expired = grant(a, d.id, ago(7200), ago(1));
+    // Written before reasons were sealed (migration 0011).
+    let expired = BreakGlassGrant {
+        reason: GrantReason::Legacy("on-call: care team unreachable".into()),
+        ..grant(a, d.id, ago(7200), ago(1))
+    };
     let shorter = grant(a, d.id, ago(1800), t + Duration::from_secs(3600));
     let longer = grant(a, d.id, ago(1200), t + Duration::from_secs(7200));
     let other_dialog = grant(a, other.id, ago(600), t + Duration::from_secs(10_800));
@@ -1010,7 +1014,7 @@ async fn breakglass_grants_live_expire_and_revoke(store: &dyn Store) {
     for g in [&expired, &shorter, &longer, &other_dialog, &other_user] {
         tx.insert_breakglass_grant(g).await.expect("insert grant");
     }
-    let dup = tx.insert_breakglass_grant(&BreakGlassGrant { reason: "again".into(), ..shorter.clone() }).await;
+    let dup = tx.insert_breakglass_grant(&BreakGlassGrant { revoked_by: Some(a), ..shorter.clone() }).await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "a grant id is used once: {dup:?}");
     tx.commit().await.expect("the conflict left the transaction usable");
 
@@ -1051,6 +1055,21 @@ async fn breakglass_grants_live_expire_and_revoke(store: &dyn Store) {
     assert_eq!(store.breakglass_grants_since(t).await.expect("since"), vec![other_user], "`since` is inclusive");
     assert!(store.breakglass_grants_since(t + Duration::from_millis(1)).await.expect("since").is_empty());
     assert_eq!(store.breakglass_grants_since(ago(86_400)).await.expect("since").len(), 5, "expired ones included");
+
+    // The legacy plaintext reason is found, sealed once, and its plaintext is gone.
+    let ours = |grants: Vec<BreakGlassGrant>| grants.into_iter().filter(|g| g.dialog_id == d.id).collect::<Vec<_>>();
+    assert_eq!(ours(store.breakglass_grants_unsealed().await.expect("unsealed")), vec![expired.clone()]);
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.seal_breakglass_reason(expired.id, key, b"now sealed").await.expect("seal"));
+    assert!(!tx.seal_breakglass_reason(expired.id, key, b"twice").await.expect("seal twice"), "sealed once");
+    assert!(!tx.seal_breakglass_reason(Uuid::now_v7(), key, b"x").await.expect("unknown"), "unknown grant");
+    tx.commit().await.expect("commit");
+    let sealed = GrantReason::Sealed { key_id: key, sealed: b"now sealed".to_vec() };
+    assert_eq!(
+        store.breakglass_grant(expired.id).await.expect("by id"),
+        Some(BreakGlassGrant { reason: sealed, ..expired })
+    );
+    assert!(ours(store.breakglass_grants_unsealed().await.expect("unsealed")).is_empty());
 }
 
 async fn last_sign_ins_ignore_temporary_credentials(store: &dyn Store) {

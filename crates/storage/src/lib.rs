@@ -37,8 +37,8 @@ use uuid::Uuid;
 pub use error::StoreError;
 pub use model::{
     ApiKeyRecord, AuditFilter, AuditRow, BreakGlassGrant, CheckpointRow, DataKeyRecord, DialogRecord, FileRecord,
-    HistoryQuery, MemberRecord, MessageRecord, MfaChallengeRecord, MfaFactorRecord, PolicyAttachment, PolicyRecord,
-    SessionChange, SessionRecord, UserRecord,
+    GrantReason, HistoryQuery, MemberRecord, MessageRecord, MfaChallengeRecord, MfaFactorRecord, PolicyAttachment,
+    PolicyRecord, SessionChange, SessionRecord, UserRecord,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -379,6 +379,9 @@ pub trait AccessStore {
     /// Grants created at or after `since` (live, expired and revoked), newest first, at
     /// most 10,000.
     async fn breakglass_grants_since(&self, since: OffsetDateTime) -> Result<Vec<BreakGlassGrant>>;
+    /// Grants whose reason is still in plaintext ([`GrantReason::Legacy`]), oldest first,
+    /// at most 10,000.
+    async fn breakglass_grants_unsealed(&self) -> Result<Vec<BreakGlassGrant>>;
     /// For each user who ever signed in, the newest sign-in: the latest `created_at` of
     /// their sessions that are not temporary credentials (`assumed_role` is `None`), by
     /// user id.
@@ -406,4 +409,7 @@ pub trait AccessTx {
     /// Revokes a grant at `now`, by `by` (`None`: the CLI); false if it is unknown or was
     /// revoked already.
     async fn revoke_breakglass_grant(&mut self, id: Uuid, now: OffsetDateTime, by: Option<Uuid>) -> Result<bool>;
+    /// Replaces a legacy plaintext reason by its sealed form (the plaintext column is
+    /// emptied); false if the grant is unknown or sealed already.
+    async fn seal_breakglass_reason(&mut self, id: Uuid, key_id: Uuid, sealed: &[u8]) -> Result<bool>;
 }

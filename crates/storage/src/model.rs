@@ -365,10 +365,22 @@ pub struct BreakGlassGrant {
     pub user_id: Uuid,
     pub dialog_id: Uuid,
     /// The justification the user gave.
-    pub reason: String,
+    pub reason: GrantReason,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
     pub revoked_at: Option<OffsetDateTime>,
     /// Who revoked it; `None` for the CLI (or while not revoked).
     pub revoked_by: Option<Uuid>,
+}
+
+/// A break-glass grant's stated reason: free text that may name a patient, so it is stored
+/// sealed under the data key of the grant's dialog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantReason {
+    Sealed {
+        key_id: Uuid,
+        sealed: Vec<u8>,
+    },
+    /// Written before reasons were sealed (migration 0011); sealed at the next start.
+    Legacy(String),
 }

@@ -26,7 +26,7 @@ pub async fn review(
         ctx.event("access.review", Outcome::Success).resource("*").detail("days", days).detail("format", format);
     audit.record_alone(&event).await.map_err(|e| Failure::runtime(e.to_string()))?;
     // No alert webhook: the review only reads.
-    let access = ward_access::Access::new(store.clone(), audit.clone(), startup::access_settings(&config), None);
+    let access = ward_access::Access::new(store.clone(), audit.clone(), startup::access_settings(&config), None, None);
     let review = access
         .review(ctx.now, ctx.now - time::Duration::days(days))
         .await

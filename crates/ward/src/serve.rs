@@ -58,7 +58,13 @@ pub async fn run(
         None
     };
 
-    let access = startup::access(&config, store.clone(), audit.clone())?;
+    let access = startup::access(&config, store.clone(), audit.clone(), keys.clone())?;
+    // Grants from before break-glass reasons were sealed (migration 0011) are sealed now.
+    match access.seal_legacy_reasons(&Context::system(OffsetDateTime::now_utc())).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(grants = n, "sealed the plaintext reasons of earlier break-glass grants"),
+        Err(e) => tracing::error!(error = %e, "cannot seal the plaintext reasons of earlier break-glass grants"),
+    }
     let messaging = startup::messaging(&config, store.clone(), audit.clone(), keys.clone(), access.clone())?;
     let files = startup::files(&config, store.clone(), audit.clone(), keys.clone(), messaging.clone())?;
     let relay_stop = CancellationToken::new();

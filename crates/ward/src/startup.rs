@@ -245,8 +245,14 @@ pub fn access_settings(config: &Config) -> ward_access::AccessSettings {
     }
 }
 
-/// The access-control service, configured from `[access]`, with its alert webhook.
-pub fn access(config: &Config, store: Arc<dyn Store>, audit: AuditLog) -> Result<ward_access::Access, StartError> {
+/// The access-control service, configured from `[access]`, with its alert webhook and the
+/// data keys that seal break-glass reasons.
+pub fn access(
+    config: &Config,
+    store: Arc<dyn Store>,
+    audit: AuditLog,
+    keys: DataKeys,
+) -> Result<ward_access::Access, StartError> {
     let a = &config.access;
     let settings = access_settings(config);
     let alerts = match (&a.alert_webhook_url, &a.alert_webhook_secret) {
@@ -266,7 +272,7 @@ pub fn access(config: &Config, store: Arc<dyn Store>, audit: AuditLog) -> Result
             None
         }
     };
-    Ok(ward_access::Access::new(store, audit, settings, alerts))
+    Ok(ward_access::Access::new(store, audit, settings, alerts, Some(keys)))
 }
 
 /// The messaging service, configured from `[messaging]`.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+use ward_access::GrantView;
 use ward_audit::Outcome;
-use ward_storage::BreakGlassGrant;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -18,9 +18,10 @@ use crate::extract::{ApiJson, Caller, look_back};
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Invoke {
-    /// Why emergency access is needed, 20 to 1,000 characters. Recorded in the audit trail
-    /// and shown to administrators and auditors: state the justification, not clinical
-    /// details. A missing reason is refused (400) like a short one, and recorded.
+    /// Why emergency access is needed, 20 to 1,000 characters. Stored sealed under the
+    /// dialog's key (the audit trail records its length only) and shown to administrators
+    /// and auditors: state the justification, not clinical details. A missing reason is
+    /// refused (400) like a short one, and recorded.
     #[serde(default)]
     reason: String,
 }
@@ -31,7 +32,8 @@ pub struct Grant {
     id: Uuid,
     user_id: Uuid,
     dialog_id: Uuid,
-    reason: String,
+    /// The stated reason; `null` once the dialog has been erased (its key destroyed).
+    reason: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     created_at: OffsetDateTime,
@@ -47,13 +49,14 @@ pub struct Grant {
 }
 
 impl Grant {
-    fn of(g: BreakGlassGrant, now: OffsetDateTime) -> Self {
+    fn of(view: GrantView, now: OffsetDateTime) -> Self {
+        let GrantView { grant: g, reason } = view;
         let active = g.revoked_at.is_none() && g.expires_at > now;
         Self {
             id: g.id,
             user_id: g.user_id,
             dialog_id: g.dialog_id,
-            reason: g.reason,
+            reason,
             created_at: g.created_at,
             expires_at: g.expires_at,
             revoked_at: g.revoked_at,

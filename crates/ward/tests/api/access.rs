@@ -342,7 +342,10 @@ async fn break_glass_needs_mfa_and_a_reason_is_read_only_audited_alerted_revocab
             .json(&json!({ "reason": reason }))
             .send()
     };
-    let reason = "patient unresponsive in ED, need medication history now";
+    // Free text that may name a patient: it must reach no disk and no audit record.
+    let marker = format!("GLASS-{}", uuid::Uuid::new_v4().simple());
+    let reason = format!("patient unresponsive in ED, need medication history now {marker}");
+    let reason = reason.as_str();
 
     // A clinician without MFA in this session: refused.
     let doc_plain = login(&server, "doc", "violet orchard lantern 7781").await;
@@ -389,10 +392,12 @@ async fn break_glass_needs_mfa_and_a_reason_is_read_only_audited_alerted_revocab
     assert_eq!(res.status(), 404, "no membership changes under break-glass");
     assert_eq!(message_bodies(&server, &a, &dialog).await, ["allergic to penicillin"], "nothing was written");
 
-    // Audited at high severity with its reason; reads under it marked.
+    // Audited at high severity, the reason by its length only; reads under it marked.
     let invoked = events(&server, &auditor, "action=breakglass.invoke&outcome=success").await;
     assert_eq!(invoked.len(), 1);
-    assert_eq!(invoked[0]["reason"], reason);
+    assert_eq!(invoked[0]["reason"], Value::Null);
+    assert_eq!(invoked[0]["details"]["reason_chars"], reason.chars().count());
+    assert!(!invoked[0].to_string().contains(&marker), "no reason in the trail");
     assert_eq!(invoked[0]["details"]["severity"], "high");
     assert_eq!(invoked[0]["details"]["grant_id"], grant_id.as_str());
     assert_eq!(invoked[0]["actor"]["username"], "doc");
@@ -454,6 +459,87 @@ async fn break_glass_needs_mfa_and_a_reason_is_read_only_audited_alerted_revocab
     let wait = expires - time::OffsetDateTime::now_utc() + time::Duration::milliseconds(500);
     tokio::time::sleep(Duration::try_from(wait).unwrap_or_default()).await;
     assert_eq!(get(&server, &doc, &messages).await.0, 404, "expired");
+
+    // The reason is nowhere on disk in the clear, nor in the log, nor in the whole trail.
+    let log = server.stderr();
+    signal(&server.child, "TERM");
+    assert_eq!(server.wait_exit().code(), Some(0));
+    assert!(!log.contains(&marker), "no reason in the log");
+    for file in crate::secrets_at_rest::files_under(&dir.path) {
+        let bytes = std::fs::read(&file).expect("read");
+        let found = bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
+        assert!(!found, "{} holds a break-glass reason in the clear", file.display());
+    }
+}
+
+/// A grant written before reasons were sealed (its reason in the plaintext column) is
+/// sealed when the server starts, and still shown to auditors; the plaintext is gone.
+#[tokio::test]
+async fn break_glass_reasons_from_before_sealing_are_sealed_at_start() {
+    use sqlx::Connection as _;
+    let dir = data_dir();
+    add_user(&dir.path, &[], "pat.a", "patient", "violet orchard lantern 7781");
+    add_user(&dir.path, &[], "doc", "clinician", "violet orchard lantern 7781");
+    add_user(&dir.path, &[], "audra", "auditor", "amber quarry meadow 7781");
+    let env = [("WARD_AUTH_MFA_REQUIRED_ROLES", "[]")];
+    let server = Server::start(&dir.path, &["--no-tls"], &env);
+    let a = login(&server, "pat.a", "violet orchard lantern 7781").await;
+    let doc = login(&server, "doc", "violet orchard lantern 7781").await;
+    let dialog = group(&server, &a, &[]).await;
+    let doc_id = user_id(&server, &doc).await;
+    signal(&server.child, "TERM");
+    assert_eq!(server.wait_exit().code(), Some(0));
+
+    // The row as migration 0009 wrote it.
+    let marker = format!("LEGACY-{}", uuid::Uuid::new_v4().simple());
+    let grant_id = uuid::Uuid::now_v7().to_string();
+    let url = format!("sqlite://{}", dir.path.join("ward.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    sqlx::query(
+        "INSERT INTO breakglass_grants (id, user_id, dialog_id, reason, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&grant_id)
+    .bind(&doc_id)
+    .bind(&dialog)
+    .bind(format!("on-call, care team unreachable {marker}"))
+    .bind(now - 60_000)
+    .bind(now - 1_000)
+    .execute(&mut conn)
+    .await
+    .expect("legacy grant");
+    conn.close().await.expect("close");
+    let on_disk = |marker: &str| {
+        crate::secrets_at_rest::files_under(&dir.path)
+            .into_iter()
+            .find(|file| std::fs::read(file).expect("read").windows(marker.len()).any(|w| w == marker.as_bytes()))
+    };
+    assert!(on_disk(&marker).is_some(), "the legacy plaintext is on disk before the start (the scan can see it)");
+
+    let server = Server::start(&dir.path, &["--no-tls"], &env);
+    let auditor = login(&server, "audra", "amber quarry meadow 7781").await;
+    let (status, list) = get(&server, &auditor, "/v1/admin/break-glass").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["grants"][0]["id"], grant_id.as_str(), "{list}");
+    assert_eq!(list["grants"][0]["reason"], format!("on-call, care team unreachable {marker}"));
+    let sealed = events(&server, &auditor, "action=breakglass.reason_seal").await;
+    assert_eq!(sealed.len(), 1, "the sealing is recorded");
+    assert_eq!(sealed[0]["details"]["grant_id"], grant_id.as_str());
+    signal(&server.child, "TERM");
+    assert_eq!(server.wait_exit().code(), Some(0));
+
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
+    let (plain, sealed_len): (String, i64) =
+        sqlx::query_as("SELECT reason, length(reason_sealed) FROM breakglass_grants WHERE id = $1")
+            .bind(&grant_id)
+            .fetch_one(&mut conn)
+            .await
+            .expect("row");
+    conn.close().await.expect("close");
+    assert_eq!(plain, "", "the plaintext column is emptied");
+    assert!(sealed_len > 0);
+    assert_eq!(on_disk(&marker), None, "the legacy reason is nowhere on disk in the clear");
 }
 
 #[tokio::test]
