@@ -258,6 +258,14 @@ impl Access {
         self.inner.alerts.as_ref()
     }
 
+    /// At shutdown: delivers the queued break-glass alerts within `grace` (no webhook: done).
+    pub async fn drain_alerts(&self, grace: std::time::Duration) -> bool {
+        match &self.inner.alerts {
+            Some(alerts) => alerts.drain(grace).await,
+            None => true,
+        }
+    }
+
     /// The break-glass alert webhook's counters, when one is configured.
     pub fn alert_metrics(&self) -> Option<&ward_webhook::WebhookMetrics> {
         self.inner.alerts.as_ref().map(ward_webhook::Webhook::metrics)

@@ -43,16 +43,21 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    /// Starts the delivery task; it ends when every `Pusher` clone is dropped and the queue
-    /// is drained.
-    pub fn start(settings: PushSettings) -> Result<(Pusher, tokio::task::JoinHandle<()>), String> {
-        let (webhook, task) = Webhook::start(ward_webhook::WebhookSettings {
+    /// Starts the delivery task; it ends after [`Pusher::drain`], or when every `Pusher`
+    /// clone is dropped and the queue is drained.
+    pub fn start(settings: PushSettings) -> Result<Pusher, String> {
+        let webhook = Webhook::start(ward_webhook::WebhookSettings {
             url: settings.url,
             secret: settings.secret,
             metric: "push_webhook_calls",
             help: "Push webhook calls by outcome: delivered, failed (after retries), dropped (queue full)",
         })?;
-        Ok((Pusher { webhook }, task))
+        Ok(Pusher { webhook })
+    }
+
+    /// Delivers what is queued (within `grace`) and takes nothing more: for shutdown.
+    pub async fn drain(&self, grace: std::time::Duration) -> bool {
+        self.webhook.drain(grace).await
     }
 
     pub fn metrics(&self) -> &WebhookMetrics {

@@ -195,6 +195,14 @@ impl Messaging {
         self.pusher.as_ref().map(crate::push::Pusher::metrics)
     }
 
+    /// At shutdown: delivers the queued push notices within `grace` (none configured: done).
+    pub async fn drain_push(&self, grace: std::time::Duration) -> bool {
+        match &self.pusher {
+            Some(pusher) => pusher.drain(grace).await,
+            None => true,
+        }
+    }
+
     /// Sends push notifications for offline members through `pusher`.
     pub fn with_push(mut self, pusher: crate::push::Pusher) -> Self {
         self.pusher = Some(pusher);

@@ -179,6 +179,13 @@ pub async fn run(
     eprintln!("ward listening on {}", app.url());
 
     let result = app.run(signals).await;
+    // Break-glass alerts and push notices still queued are delivered before the end, within
+    // the shutdown grace.
+    let grace = std::time::Duration::from_secs(config.server.shutdown_grace_s);
+    let (alerts, push) = tokio::join!(access.drain_alerts(grace), messaging.drain_push(grace));
+    if !(alerts && push) {
+        tracing::error!("webhook calls were abandoned at shutdown (see above)");
+    }
     checkpoints.cancel();
     let _ = checkpointer.await;
     let _ = follower.await;

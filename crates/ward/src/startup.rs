@@ -257,8 +257,8 @@ pub fn access(
     let settings = access_settings(config);
     let alerts = match (&a.alert_webhook_url, &a.alert_webhook_secret) {
         (Some(url), Some(secret)) => {
-            // The delivery task runs as long as the access service holds its sender.
-            let (webhook, _task) = ward_webhook::Webhook::start(ward_webhook::WebhookSettings {
+            // Delivers until drained at shutdown (`Access::drain_alerts`).
+            let webhook = ward_webhook::Webhook::start(ward_webhook::WebhookSettings {
                 url: url.clone(),
                 secret: zeroize::Zeroizing::new(secret.as_bytes().to_vec()),
                 metric: "breakglass_alert_calls",
@@ -295,8 +295,8 @@ pub fn messaging(
                 url: url.clone(),
                 secret: zeroize::Zeroizing::new(secret.as_bytes().to_vec()),
             };
-            // The delivery task runs as long as the messaging service holds its sender.
-            let (pusher, _task) = ward_messaging::push::Pusher::start(settings)
+            // Delivers until drained at shutdown (`Messaging::drain_push`).
+            let pusher = ward_messaging::push::Pusher::start(settings)
                 .map_err(|e| StartError::Other(format!("push webhook: {e}")))?;
             tracing::info!("push notifications for offline members go to the configured webhook");
             Ok(messaging.with_push(pusher))

@@ -12,6 +12,10 @@
 //! from 1 s; any other answer ends it. At most [`CONCURRENT`] calls are in flight. Each
 //! webhook counts its calls by outcome under its own metric name. Logs never show the URL,
 //! which may carry a token.
+//!
+//! **Shutdown.** [`Webhook::drain`] stops taking bodies and lets the queued and in-flight
+//! calls finish, retries included, within a grace period; what is still pending then is
+//! abandoned, counted and logged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +26,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 /// Bodies queued before new ones are dropped.
 pub const QUEUE: usize = 10_000;
@@ -71,6 +75,13 @@ impl WebhookMetrics {
 pub struct Webhook {
     queue: mpsc::Sender<serde_json::Value>,
     metrics: WebhookMetrics,
+    delivery: Arc<Delivery>,
+}
+
+/// The delivery task and the signal that ends it.
+struct Delivery {
+    closing: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -80,9 +91,9 @@ impl std::fmt::Debug for Webhook {
 }
 
 impl Webhook {
-    /// Starts the delivery task; it ends when every `Webhook` clone is dropped and the queue
-    /// is drained.
-    pub fn start(settings: WebhookSettings) -> Result<(Webhook, tokio::task::JoinHandle<()>), String> {
+    /// Starts the delivery task; it ends after [`Webhook::drain`], or when every `Webhook`
+    /// clone is dropped and the queue is drained.
+    pub fn start(settings: WebhookSettings) -> Result<Webhook, String> {
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -92,8 +103,31 @@ impl Webhook {
         let metrics = WebhookMetrics { name: settings.metric, help: settings.help, calls: Family::default() };
         let key = hmac::Key::new(hmac::HMAC_SHA256, &settings.secret);
         let sender = Arc::new(Sender { client, url: settings.url, key, metrics: metrics.clone() });
-        let task = tokio::spawn(sender.run(inbox));
-        Ok((Webhook { queue, metrics }, task))
+        let (closing, closed) = watch::channel(false);
+        let task = tokio::spawn(sender.run(inbox, closed));
+        let delivery = Arc::new(Delivery { closing, task: std::sync::Mutex::new(Some(task)) });
+        Ok(Webhook { queue, metrics, delivery })
+    }
+
+    /// Stops taking bodies (later offers are dropped and counted) and waits up to `grace`
+    /// for the queued and in-flight calls, retries included; answers whether all of them
+    /// ended in time. What is left is abandoned and logged.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        let _ = self.delivery.closing.send(true);
+        let task = self.delivery.task.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let Some(task) = task else { return true };
+        let abort = task.abort_handle();
+        if tokio::time::timeout(grace, task).await.is_ok() {
+            return true;
+        }
+        abort.abort();
+        tracing::error!(
+            webhook = self.metrics.name,
+            grace_s = grace.as_secs(),
+            "webhook calls were still pending at \
+            shutdown and were abandoned"
+        );
+        false
     }
 
     pub fn metrics(&self) -> &WebhookMetrics {
@@ -103,12 +137,18 @@ impl Webhook {
     /// Queues a JSON body (its `id` field names the delivery); drops it (counted, logged)
     /// when the queue is full, and answers whether it was queued.
     pub fn offer(&self, body: serde_json::Value) -> bool {
-        if self.queue.try_send(body).is_err() {
-            self.metrics.count("dropped");
-            tracing::warn!(webhook = self.metrics.name, "a webhook queue is full: a call was dropped");
-            return false;
+        match self.queue.try_send(body) {
+            Ok(()) => true,
+            Err(e) => {
+                self.metrics.count("dropped");
+                let why = match e {
+                    mpsc::error::TrySendError::Full(_) => "a webhook queue is full: a call was dropped",
+                    mpsc::error::TrySendError::Closed(_) => "a webhook is shut down: a call was dropped",
+                };
+                tracing::warn!(webhook = self.metrics.name, "{why}");
+                false
+            }
         }
-        true
     }
 }
 
@@ -120,9 +160,20 @@ struct Sender {
 }
 
 impl Sender {
-    async fn run(self: Arc<Self>, mut inbox: mpsc::Receiver<serde_json::Value>) {
+    async fn run(self: Arc<Self>, mut inbox: mpsc::Receiver<serde_json::Value>, mut closing: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(CONCURRENT));
-        while let Some(body) = inbox.recv().await {
+        let mut closed = false;
+        loop {
+            let body = tokio::select! {
+                body = inbox.recv() => body,
+                _ = closing.changed(), if !closed => {
+                    // What is queued is still delivered; nothing new is taken.
+                    closed = true;
+                    inbox.close();
+                    continue;
+                }
+            };
+            let Some(body) = body else { break };
             let Ok(slot) = slots.clone().acquire_owned().await else { return };
             let sender = self.clone();
             tokio::spawn(async move {

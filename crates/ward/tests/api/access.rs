@@ -472,6 +472,44 @@ async fn break_glass_needs_mfa_and_a_reason_is_read_only_audited_alerted_revocab
     }
 }
 
+/// A break-glass alert still being retried when the server is told to stop is delivered
+/// before it exits (the webhook is drained within the shutdown grace), not lost.
+#[tokio::test]
+async fn a_break_glass_alert_pending_at_shutdown_is_delivered_before_exit() {
+    let dir = data_dir();
+    let secret = "alert-secret-0123456789abcdef-0123456789";
+    // Two refusals: the alert lands on its third try, about 3 s later (back-off 1 s, 2 s).
+    let (url, calls) = webhook_receiver(vec![503, 503]).await;
+    add_user(&dir.path, &[], "pat.a", "patient", "violet orchard lantern 7781");
+    add_user(&dir.path, &[], "doc", "clinician", "violet orchard lantern 7781");
+    let env = [("WARD_ACCESS_ALERT_WEBHOOK_URL", url.as_str()), ("WARD_ACCESS_ALERT_WEBHOOK_SECRET", secret)];
+    let server = Server::start(&dir.path, &["--no-tls"], &env);
+    let a = login(&server, "pat.a", "violet orchard lantern 7781").await;
+    let dialog = group(&server, &a, &[]).await;
+    // A clinician must use MFA (the default): the first sign-in enrolls, the second proves
+    // a code, as break-glass needs.
+    login(&server, "doc", "violet orchard lantern 7781").await;
+    let doc = login(&server, "doc", "violet orchard lantern 7781").await;
+    let res = server
+        .client()
+        .post(server.at(&format!("/v1/dialogs/{dialog}/break-glass")))
+        .bearer_auth(&doc)
+        .json(&json!({ "reason": "on-call: care team unreachable, need history" }))
+        .send()
+        .await
+        .expect("invoke");
+    assert_eq!(res.status(), 201);
+
+    signal(&server.child, "TERM");
+    // Waited for off this runtime, which also runs the webhook receiver.
+    let exit = tokio::task::spawn_blocking(move || server.wait_exit()).await.expect("wait");
+    assert_eq!(exit.code(), Some(0));
+    let got = calls.lock().expect("lock").clone();
+    assert_eq!(got.len(), 3, "the alert was retried to delivery before the server exited");
+    assert!(signed(&got[2].0, &got[2].1, secret));
+    assert_eq!(serde_json::from_str::<Value>(&got[2].1).expect("json")["type"], "breakglass.invoked");
+}
+
 /// A grant written before reasons were sealed (its reason in the plaintext column) is
 /// sealed when the server starts, and still shown to auditors; the plaintext is gone.
 #[tokio::test]
