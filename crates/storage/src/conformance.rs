@@ -98,6 +98,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     last_sign_ins_ignore_temporary_credentials(&*store).await;
     memberships_list_every_pair(&*store).await;
     files_are_stored_and_tombstoned(&*store).await;
+    leases_exclude_other_holders_until_released_or_lapsed(&*store).await;
+    a_held_lease_runs_the_job_on_one_holder_only(store.clone()).await;
     let stats = store.pool_stats();
     assert!(stats.max >= 1 && stats.size <= stats.max, "pool stats are coherent: {stats:?}");
 }
@@ -1168,4 +1170,72 @@ async fn files_are_stored_and_tombstoned(store: &dyn Store) {
     tx.commit().await.expect("commit");
     let gone = store.file_by_id(f.id).await.expect("read").expect("tombstone kept");
     assert_eq!((gone.meta_sealed, gone.deleted_at), (None, Some(later)), "metadata blanked, deletion time kept");
+}
+
+async fn leases_exclude_other_holders_until_released_or_lapsed(store: &dyn Store) {
+    let t = now();
+    let take = |holder: &'static str, at: OffsetDateTime, until: OffsetDateTime| async move {
+        let mut tx = store.begin().await.expect("begin");
+        let taken = tx.take_lease("job.a", holder, at, until).await.expect("take");
+        tx.commit().await.expect("commit");
+        taken
+    };
+    let release = |holder: &'static str| async move {
+        let mut tx = store.begin().await.expect("begin");
+        let released = tx.release_lease("job.a", holder).await.expect("release");
+        tx.commit().await.expect("commit");
+        released
+    };
+    let minute = Duration::from_secs(60);
+    assert!(take("node-1", t, t + minute).await, "a free lease is taken");
+    assert!(!take("node-2", t, t + minute).await, "held by another");
+    assert!(take("node-1", t, t + 2 * minute).await, "renewed by its holder");
+    assert!(!take("node-2", t + minute, t + 3 * minute).await, "the renewal counts: not lapsed yet");
+    assert!(take("node-2", t + 2 * minute, t + 3 * minute).await, "lapsed at expires_at: taken over");
+    assert!(!release("node-1").await, "a former holder cannot give it up");
+    assert!(!take("node-1", t + 2 * minute, t + 3 * minute).await);
+    assert!(release("node-2").await);
+    assert!(take("node-1", t + 2 * minute, t + 3 * minute).await, "free again once released");
+    let mut tx = store.begin().await.expect("begin");
+    assert!(tx.take_lease("job.b", "node-2", t, t + minute).await.expect("take"), "leases are per name");
+    tx.rollback().await.expect("rollback");
+    assert!(release("node-1").await);
+}
+
+async fn a_held_lease_runs_the_job_on_one_holder_only(store: Arc<dyn Store>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Each job, once it holds the lease, waits for `go`: the others try while it holds it.
+    let (runs, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (go, _) = tokio::sync::watch::channel(false);
+    let jobs: Vec<_> = (0..4)
+        .map(|i| {
+            let (store, runs, done, mut wait) = (store.clone(), runs.clone(), done.clone(), go.subscribe());
+            tokio::spawn(async move {
+                let work = async {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    let _ = wait.wait_for(|go| *go).await;
+                };
+                let held =
+                    crate::leases::hold(&*store, "job.once", &format!("node-{i}"), Duration::from_secs(60), work)
+                        .await
+                        .expect("hold");
+                done.fetch_add(1, Ordering::SeqCst);
+                held.is_some()
+            })
+        })
+        .collect();
+    for _ in 0..200 {
+        if done.load(Ordering::SeqCst) == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    go.send_replace(true);
+    let mut ran = 0;
+    for j in jobs {
+        ran += usize::from(j.await.expect("join"));
+    }
+    assert_eq!((ran, runs.load(Ordering::SeqCst)), (1, 1), "one holder at a time");
+    let again = crate::leases::hold(&*store, "job.once", "node-9", Duration::from_secs(60), async { 7 }).await;
+    assert_eq!(again.expect("hold"), Some(7), "released after the job");
 }

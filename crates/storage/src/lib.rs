@@ -19,6 +19,7 @@ mod credentials;
 mod error;
 mod files;
 pub mod group_commit;
+pub mod leases;
 mod messaging;
 pub mod model;
 pub mod postgres;
@@ -134,7 +135,7 @@ pub type Sealer<'a> = &'a (dyn Fn(i64, &str) -> AuditRow + Send + Sync);
 
 /// A write transaction. Dropping it without [`StoreTx::commit`] rolls everything back.
 #[async_trait]
-pub trait StoreTx: CredentialTx + MessagingTx + AccessTx + FileTx + Send {
+pub trait StoreTx: CredentialTx + MessagingTx + AccessTx + FileTx + LeaseTx + Send {
     /// Inserts a new user; [`StoreError::Conflict`] if the username (any case) is taken.
     async fn insert_user(&mut self, user: &UserRecord) -> Result<()>;
     /// Disables or re-enables a user; disabling revokes every live session too.
@@ -361,6 +362,22 @@ pub trait MessagingTx {
 
 /// Access control: managed policies and their attachments, break-glass grants, and what an
 /// access review reads (reads).
+/// Leases for cluster-wide jobs (see [`leases::hold`]).
+#[async_trait]
+pub trait LeaseTx {
+    /// Takes lease `name` for `holder` until `until` if it is free, lapsed at `now`, or held
+    /// by `holder` already (a renewal); false while another holder has it.
+    async fn take_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool>;
+    /// Gives the lease up if `holder` has it; false otherwise.
+    async fn release_lease(&mut self, name: &str, holder: &str) -> Result<bool>;
+}
+
 #[async_trait]
 pub trait AccessStore {
     /// Every policy, by name (byte order).

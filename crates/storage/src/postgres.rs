@@ -46,6 +46,7 @@ crate::credentials::impl_credential_stores!(PgStore, PgTx);
 crate::messaging::impl_messaging_stores!(PgStore, PgTx);
 crate::access::impl_access_stores!(PgStore, PgTx);
 crate::files::impl_file_stores!(PgStore, PgTx);
+crate::leases::impl_lease_tx!(PgTx);
 
 #[async_trait]
 impl Store for PgStore {

@@ -74,6 +74,7 @@ crate::credentials::impl_credential_stores!(SqliteStore, SqliteTx);
 crate::messaging::impl_messaging_stores!(SqliteStore, SqliteTx);
 crate::access::impl_access_stores!(SqliteStore, SqliteTx);
 crate::files::impl_file_stores!(SqliteStore, SqliteTx);
+crate::leases::impl_lease_tx!(SqliteTx);
 
 #[async_trait]
 impl Store for SqliteStore {

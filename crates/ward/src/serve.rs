@@ -143,15 +143,19 @@ pub async fn run(
     let follower = tokio::spawn(
         accounts.clone().follow_session_changes(std::time::Duration::from_millis(250), checkpoints.clone()),
     );
+    // Names this process in the leases that keep cluster-wide jobs on one node at a time.
+    let holder = format!("{}/{}", hostname(), uuid::Uuid::now_v7());
     let key_upkeep = tokio::spawn(crate::keys_cmd::maintain(
         keys.clone(),
         audit.clone(),
         config.keys.rotation_days,
+        (store.clone(), holder.clone()),
         checkpoints.clone(),
     ));
     let sweeper = tokio::spawn(startup::sweep_files(
         files,
         std::time::Duration::from_secs(config.files.sweep_interval_s),
+        (store.clone(), holder),
         checkpoints.clone(),
     ));
     let forwarder = match (&config.audit.syslog_addr, config.audit.syslog_name()) {

@@ -341,11 +341,25 @@ pub fn files(
     Ok(ward_files::Files::new(store, audit, keys, messaging, objects, settings))
 }
 
-/// Runs the files sweep at start and then every `every`, until `stop`.
-pub async fn sweep_files(files: ward_files::Files, every: Duration, stop: tokio_util::sync::CancellationToken) {
+/// How long the sweep lease lasts without renewal.
+const SWEEP_LEASE: Duration = Duration::from_secs(10 * 60);
+
+/// Runs the files sweep at start and then every `every`, until `stop`, on one node at a
+/// time (the `files.sweep` lease; `holder` names this process).
+pub async fn sweep_files(
+    files: ward_files::Files,
+    every: Duration,
+    lease: (Arc<dyn Store>, String),
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let (store, holder) = lease;
     loop {
-        if let Err(e) = files.sweep(time::OffsetDateTime::now_utc()).await {
-            tracing::error!(error = %e, "the files sweep failed; retrying at the next interval");
+        // One node at a time sweeps (the `files.sweep` lease).
+        let sweep = files.sweep(time::OffsetDateTime::now_utc());
+        match ward_storage::leases::hold(&*store, "files.sweep", &holder, SWEEP_LEASE, sweep).await {
+            Ok(Some(Err(e))) => tracing::error!(error = %e, "the files sweep failed; retrying at the next interval"),
+            Ok(Some(Ok(_)) | None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot take the files sweep lease; retrying at the next interval"),
         }
         tokio::select! {
             () = stop.cancelled() => return,
