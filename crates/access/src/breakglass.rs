@@ -136,6 +136,18 @@ impl Access {
     /// destroyed keeps its plaintext and is logged: it needs an operator.
     pub async fn seal_legacy_reasons(&self, ctx: &Context) -> Result<usize, AccessError> {
         let mut sealed_count = 0;
+        // Batches of up to 10,000, until a batch seals nothing (empty, or only grants that
+        // cannot be sealed).
+        loop {
+            let before = sealed_count;
+            self.seal_batch(ctx, &mut sealed_count).await?;
+            if sealed_count == before {
+                return Ok(sealed_count);
+            }
+        }
+    }
+
+    async fn seal_batch(&self, ctx: &Context, sealed_count: &mut usize) -> Result<(), AccessError> {
         for grant in self.store().breakglass_grants_unsealed().await? {
             let GrantReason::Legacy(plain) = &grant.reason else { continue };
             let plain = Zeroizing::new(plain.clone());
@@ -159,12 +171,12 @@ impl Access {
             if tx.seal_breakglass_reason(grant.id, key_id, &sealed).await? {
                 self.audit().record(&mut *tx, &event).await?;
                 tx.commit().await?;
-                sealed_count += 1;
+                *sealed_count += 1;
             } else {
                 tx.rollback().await?;
             }
         }
-        Ok(sealed_count)
+        Ok(())
     }
 
     /// The caller's live grant for a dialog, if any.

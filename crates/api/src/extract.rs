@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams};
 use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, USER_AGENT};
@@ -37,14 +37,39 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// `Query<T>` whose failures answer 400 `invalid_request` in the contract's shape, naming
+/// a missing or unknown parameter.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        let detail = match &r {
+            QueryRejection::FailedToDeserializeQueryString(e) => named_field(&e.body_text()),
+            _ => None,
+        };
+        ApiError::invalid_request(match detail {
+            Some(d) => format!("the query string does not match: {d}"),
+            None => "the query string does not match (a parameter has the wrong type or format)".to_string(),
+        })
+    }
+}
+
 /// Names a missing or unknown field (names come from our schema or are keys, not
 /// values); any other mismatch is described without quoting what the client sent.
 fn shape_error(serde_text: &str) -> String {
-    let detail = serde_text.split(": ").find(|p| p.starts_with("missing field") || p.starts_with("unknown field"));
-    match detail {
-        Some(d) => format!("the body does not match the expected shape: {}", d.split(" at line").next().unwrap_or(d)),
+    match named_field(serde_text) {
+        Some(d) => format!("the body does not match the expected shape: {d}"),
         None => "the body does not match the expected shape (a field has the wrong type)".to_string(),
     }
+}
+
+/// `missing field `x`` or `unknown field `x`, expected …` from serde's text, without the
+/// position; `None` for any other failure (whose text may quote the input).
+fn named_field(serde_text: &str) -> Option<String> {
+    let detail = serde_text.split(": ").find(|p| p.starts_with("missing field") || p.starts_with("unknown field"))?;
+    Some(detail.split(" at line").next().unwrap_or(detail).to_string())
 }
 
 /// Where a request came from: the peer address, or the forwarded one when the peer is a

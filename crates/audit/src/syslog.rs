@@ -15,7 +15,9 @@
 //!
 //! Message shape: `<PRI>1 TIMESTAMP HOSTNAME ward - ACTION [ward@32473 seq="…" id="…"
 //! outcome="…" actor="…" ip="…" resource="…"] JSON`, facility authpriv (10), severity
-//! informational (6) for success and warning (4) for failure and denied. JSON is the
+//! informational (6) for success and warning (4) for failure and denied, and alert (1)
+//! for a record marked `severity: high` whatever its outcome (break-glass use, a stored
+//! file that failed its check, an infected upload), so a SIEM can page on it. JSON is the
 //! record as [`crate::export::jsonl_line`] writes it.
 //!
 //! Nothing here logs record contents: connection problems are logged with the address
@@ -47,6 +49,7 @@ use crate::event::AuditRecord;
 const BATCH: i64 = 500;
 /// authpriv: security and authorization messages kept private.
 const FACILITY_AUTHPRIV: u8 = 10;
+const SEVERITY_ALERT: u8 = 1;
 const SEVERITY_ERROR: u8 = 3;
 const SEVERITY_WARNING: u8 = 4;
 const SEVERITY_INFO: u8 = 6;
@@ -101,7 +104,13 @@ pub enum SyslogError {
 
 /// One RFC 5424 message for `record`, without framing.
 pub fn format_5424(record: &AuditRecord, hostname: &str) -> String {
-    let severity = if record.outcome == "success" { SEVERITY_INFO } else { SEVERITY_WARNING };
+    let severity = if record.details["severity"] == "high" {
+        SEVERITY_ALERT
+    } else if record.outcome == "success" {
+        SEVERITY_INFO
+    } else {
+        SEVERITY_WARNING
+    };
     let mut out = header(severity, Some(record.time), hostname, &record.action);
     out.push('[');
     out.push_str(SD_ID);
@@ -551,6 +560,18 @@ mod tests {
     fn failure_and_denied_are_warnings() {
         assert!(format_5424(&record("failure"), "h").starts_with("<84>1 "));
         assert!(format_5424(&record("denied"), "h").starts_with("<84>1 "));
+    }
+
+    #[test]
+    fn high_severity_records_are_alerts_whatever_their_outcome() {
+        for outcome in ["success", "failure", "denied"] {
+            let mut r = record(outcome);
+            r.details = json!({"severity": "high", "grant_id": "g-1"});
+            assert!(format_5424(&r, "h").starts_with("<81>1 "), "{outcome}");
+        }
+        let mut r = record("success");
+        r.details = json!({"severity": "low"});
+        assert!(format_5424(&r, "h").starts_with("<86>1 "), "only `high` raises it");
     }
 
     #[test]

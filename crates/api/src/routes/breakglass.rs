@@ -2,7 +2,7 @@
 //! (`/v1/admin/break-glass…`, administrators and auditors).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -13,7 +13,7 @@ use ward_audit::Outcome;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller, look_back};
+use crate::extract::{ApiJson, ApiQuery, Caller, look_back};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -104,7 +104,7 @@ pub struct GrantList {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<GrantsQuery>,
+    ApiQuery(q): ApiQuery<GrantsQuery>,
 ) -> Result<Json<GrantList>, ApiError> {
     let now = caller.ctx.now;
     let (days, since) = look_back(q.days, 30, now)?;

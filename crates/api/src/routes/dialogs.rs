@@ -2,7 +2,7 @@
 //! is not a member gets 404 on everything about a dialog.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -12,7 +12,7 @@ use ward_storage::HistoryQuery;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, ApiQuery, Caller};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -112,7 +112,7 @@ pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Query(params): Query<HistoryParams>,
+    ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Json<History>, ApiError> {
     let query = HistoryQuery { after: params.after, before: params.before, limit: params.limit.unwrap_or(50) };
     Ok(Json(state.messaging.history(&caller.ctx, &caller.principal, id, query).await?))

@@ -3,7 +3,7 @@
 //! dormancy. Generating it is recorded.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use ward_access::review::Review;
@@ -11,7 +11,7 @@ use ward_audit::Outcome;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{Caller, look_back};
+use crate::extract::{ApiQuery, Caller, look_back};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -26,7 +26,7 @@ pub struct ReviewQuery {
 pub async fn review(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ReviewQuery>,
+    ApiQuery(q): ApiQuery<ReviewQuery>,
 ) -> Result<Json<Review>, ApiError> {
     let now = caller.ctx.now;
     let (days, since) = look_back(q.days, 90, now)?;

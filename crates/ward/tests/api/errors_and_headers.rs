@@ -58,6 +58,41 @@ async fn every_failure_has_the_contract_shape() {
     assert_eq!(error_code(res).await, "unauthenticated");
 }
 
+/// A bad query string is refused 400 `invalid_request` with a message that names the
+/// missing or unknown parameter, and never quotes a value the client sent.
+#[tokio::test]
+async fn bad_query_strings_name_the_parameter_not_the_value() {
+    let dir = data_dir();
+    add_user(&dir.path, &[], "pat.q", "patient", "violet orchard lantern 4471");
+    let server = Server::start(&dir.path, &["--no-tls"], &[]);
+    let token = login(&server, "pat.q", "violet orchard lantern 4471").await;
+    let dialog = uuid::Uuid::now_v7();
+    let refused = |query: String| {
+        let (server, token) = (&server, &token);
+        async move {
+            let res = server
+                .client()
+                .post(server.at(&format!("/v1/files{query}")))
+                .bearer_auth(token)
+                .header("content-type", "text/plain")
+                .body("hello")
+                .send()
+                .await
+                .expect("upload");
+            assert_eq!(res.status(), 400, "{query}");
+            let body: serde_json::Value = res.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+            body["error"]["message"].as_str().expect("message").to_string()
+        }
+    };
+    let missing = refused(String::new()).await;
+    assert!(missing.contains("missing field `dialog_id`"), "{missing}");
+    let unknown = refused(format!("?dialog_id={dialog}&colour=blue")).await;
+    assert!(unknown.contains("unknown field `colour`"), "{unknown}");
+    let wrong = refused("?dialog_id=PHI-MARKER-not-a-uuid".to_string()).await;
+    assert!(wrong.contains("wrong type or format") && !wrong.contains("PHI-MARKER"), "{wrong}");
+}
+
 #[tokio::test]
 async fn answers_carry_security_headers_and_a_fresh_request_id() {
     let dir = data_dir();
