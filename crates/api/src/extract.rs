@@ -3,7 +3,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, RawPathParams};
 use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, USER_AGENT};
@@ -52,6 +53,29 @@ impl From<QueryRejection> for ApiError {
         ApiError::invalid_request(match detail {
             Some(d) => format!("the query string does not match: {d}"),
             None => "the query string does not match (a parameter has the wrong type or format)".to_string(),
+        })
+    }
+}
+
+/// `Path<T>` whose failures answer 400 `invalid_request` in the contract's shape, naming
+/// the path parameter that is wrong (never its value). Every typed path parameter is a
+/// UUID; names (policies) are strings and fail only on invalid UTF-8.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        let kind = match &r {
+            PathRejection::FailedToDeserializePathParams(e) => Some(e.kind()),
+            _ => None,
+        };
+        ApiError::invalid_request(match kind {
+            Some(ErrorKind::InvalidUtf8InPathParam { key }) => format!("the path parameter `{key}` is not UTF-8"),
+            Some(ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::DeserializeError { key, .. }) => {
+                format!("the path parameter `{key}` is not a valid id (a UUID)")
+            }
+            _ => "a path parameter is not a valid id (a UUID)".to_string(),
         })
     }
 }

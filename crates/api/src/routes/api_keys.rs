@@ -2,7 +2,7 @@
 //! is shown once, in the creation answer; listings show only its id, name, role and dates.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -11,7 +11,7 @@ use ward_auth::{ApiKeyView, UserRef};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, ApiPath, Caller};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -46,7 +46,7 @@ pub struct ApiKeyList {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<NewApiKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
     let days = body.expires_in_days.unwrap_or(90);
@@ -60,7 +60,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<ApiKeyList>, ApiError> {
     Ok(Json(ApiKeyList { api_keys: state.accounts.api_keys(UserRef::Id(id)).await? }))
 }
@@ -71,7 +71,7 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, key_id)): Path<(Uuid, Uuid)>,
+    ApiPath((id, key_id)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     state.accounts.revoke_api_key(&caller.ctx, UserRef::Id(id), key_id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -84,7 +84,7 @@ pub async fn revoke(
 pub async fn reset_mfa(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     state.accounts.reset_mfa(&caller.ctx, UserRef::Id(id)).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -11,7 +11,7 @@ use ward_auth::User;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller, ClientInfo, EnrollingCaller};
+use crate::extract::{ApiJson, ApiPath, Caller, ClientInfo, EnrollingCaller};
 
 /// Credentials. Neither field is ever logged.
 #[derive(Deserialize, ToSchema)]
@@ -280,7 +280,7 @@ pub async fn sessions(State(state): State<AppState>, caller: Caller) -> Result<J
 pub async fn revoke_session(
     State(state): State<AppState>,
     caller: Caller,
-    axum::extract::Path(id): axum::extract::Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     state.accounts.revoke_own_session(&caller.ctx, &caller.who, id).await?;
     Ok(StatusCode::NO_CONTENT)

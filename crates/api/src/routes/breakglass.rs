@@ -2,7 +2,7 @@
 //! (`/v1/admin/break-glass…`, administrators and auditors).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -13,7 +13,7 @@ use ward_audit::Outcome;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, Caller, look_back};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller, look_back};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -76,7 +76,7 @@ impl Grant {
 pub async fn invoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<Invoke>,
 ) -> Result<(StatusCode, Json<Grant>), ApiError> {
     let grant = state.access.invoke_breakglass(&caller.ctx, &caller.principal, id, &body.reason).await?;
@@ -122,7 +122,7 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Grant>, ApiError> {
     let grant = state.access.revoke_grant(&caller.ctx, id).await?;
     Ok(Json(Grant::of(grant, caller.ctx.now)))

@@ -2,7 +2,7 @@
 //! is not a member gets 404 on everything about a dialog.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -12,7 +12,7 @@ use ward_storage::HistoryQuery;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, Caller};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -83,7 +83,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Dialog>, ApiError> {
     Ok(Json(state.messaging.dialog(&caller.ctx, &caller.principal, id).await?))
 }
@@ -96,7 +96,7 @@ pub async fn get(
 pub async fn send(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<NewMessageRequest>,
 ) -> Result<(StatusCode, Json<Message>), ApiError> {
     let new = NewMessage { body: body.body, client_msg_id: body.client_msg_id, attachments: body.attachments };
@@ -111,7 +111,7 @@ pub async fn send(
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Json<History>, ApiError> {
     let query = HistoryQuery { after: params.after, before: params.before, limit: params.limit.unwrap_or(50) };
@@ -146,7 +146,7 @@ pub struct MemberRequest {
 pub async fn edit(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, mid)): Path<(Uuid, Uuid)>,
+    ApiPath((id, mid)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<EditRequest>,
 ) -> Result<Json<Message>, ApiError> {
     Ok(Json(state.messaging.edit(&caller.ctx, &caller.principal, id, mid, body.body).await?))
@@ -158,7 +158,7 @@ pub async fn edit(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, mid)): Path<(Uuid, Uuid)>,
+    ApiPath((id, mid)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<Json<Message>, ApiError> {
     Ok(Json(state.messaging.delete(&caller.ctx, &caller.principal, id, mid).await?))
 }
@@ -170,7 +170,7 @@ pub async fn delete(
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ReadRequest>,
 ) -> Result<StatusCode, ApiError> {
     state.messaging.mark_read(&caller.ctx, &caller.principal, id, body.up_to_seq).await?;
@@ -184,7 +184,7 @@ pub async fn read(
 pub async fn add_member(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<MemberRequest>,
 ) -> Result<StatusCode, ApiError> {
     state.messaging.add_member(&caller.ctx, &caller.principal, id, body.user_id).await?;
@@ -197,7 +197,7 @@ pub async fn add_member(
 pub async fn remove_member(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, user_id)): Path<(Uuid, Uuid)>,
+    ApiPath((id, user_id)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     state.messaging.remove_member(&caller.ctx, &caller.principal, id, user_id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -14,7 +14,7 @@ use ward_access::{Attachments, CredentialKind, Decision, PolicyView, RequestCont
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, ApiPath, Caller};
 
 #[derive(Serialize, ToSchema)]
 pub struct PolicyList {
@@ -35,7 +35,7 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<Json
 pub async fn get(
     State(state): State<AppState>,
     _caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PolicyView>, ApiError> {
     Ok(Json(state.access.get(&name).await?))
 }
@@ -49,7 +49,7 @@ pub async fn get(
 pub async fn put(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(document): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<PolicyView>), ApiError> {
     let (view, created) = state.access.put(&caller.ctx, &name, document).await?;
@@ -62,7 +62,7 @@ pub async fn put(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.access.delete(&caller.ctx, &name).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -76,7 +76,7 @@ pub async fn delete(
 pub async fn attach(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(to): ApiJson<Attachments>,
 ) -> Result<Json<PolicyView>, ApiError> {
     Ok(Json(state.access.attach(&caller.ctx, &name, to).await?))

@@ -2,7 +2,7 @@
 //! reads included, is recorded; a refused caller is recorded as `denied`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -13,7 +13,7 @@ use ward_auth::{User, UserRef};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, ApiPath, Caller};
 
 /// A user as administrators see it.
 #[derive(Serialize, ToSchema)]
@@ -89,7 +89,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<UserDetail>, ApiError> {
     let event = caller.ctx.event("user.read", Outcome::Success).resource(format!("user/{id}"));
     state.audit.record_alone(&event).await?;
@@ -103,7 +103,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     ApiJson(patch): ApiJson<UserPatch>,
 ) -> Result<Json<UserDetail>, ApiError> {
     if patch.disabled == Some(false) {
@@ -125,7 +125,7 @@ pub async fn update(
 pub async fn disable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<UserDetail>, ApiError> {
     let user = state.accounts.disable(&caller.ctx, UserRef::Id(id)).await?;
     Ok(Json(UserDetail::from(&user)))
@@ -137,7 +137,7 @@ pub async fn disable(
 pub async fn unlock(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<UserDetail>, ApiError> {
     let user = state.accounts.unlock(&caller.ctx, UserRef::Id(id)).await?;
     Ok(Json(UserDetail::from(&user)))

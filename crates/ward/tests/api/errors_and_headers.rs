@@ -58,10 +58,10 @@ async fn every_failure_has_the_contract_shape() {
     assert_eq!(error_code(res).await, "unauthenticated");
 }
 
-/// A bad query string is refused 400 `invalid_request` with a message that names the
-/// missing or unknown parameter, and never quotes a value the client sent.
+/// A bad query string or path id is refused 400 `invalid_request` with a message naming the
+/// missing, unknown or malformed parameter, and never quotes a value the client sent.
 #[tokio::test]
-async fn bad_query_strings_name_the_parameter_not_the_value() {
+async fn bad_query_strings_and_path_ids_name_the_parameter_not_the_value() {
     let dir = data_dir();
     add_user(&dir.path, &[], "pat.q", "patient", "violet orchard lantern 4471");
     let server = Server::start(&dir.path, &["--no-tls"], &[]);
@@ -91,6 +91,16 @@ async fn bad_query_strings_name_the_parameter_not_the_value() {
     assert!(unknown.contains("unknown field `colour`"), "{unknown}");
     let wrong = refused("?dialog_id=PHI-MARKER-not-a-uuid".to_string()).await;
     assert!(wrong.contains("wrong type or format") && !wrong.contains("PHI-MARKER"), "{wrong}");
+
+    // The same for a path id.
+    for path in ["/v1/files/PHI-MARKER", "/v1/dialogs/PHI-MARKER/messages"] {
+        let res = server.client().get(server.at(path)).bearer_auth(&token).send().await.expect("get");
+        assert_eq!(res.status(), 400, "{path}");
+        let body: serde_json::Value = res.json().await.expect("json");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert_eq!(body["error"]["code"], "invalid_request");
+        assert!(message.contains("`id` is not a valid id") && !message.contains("PHI-MARKER"), "{message}");
+    }
 }
 
 #[tokio::test]
