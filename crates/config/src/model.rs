@@ -212,6 +212,9 @@ pub struct ServerConfig {
     pub request_timeout_s: u64,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_grace_s: u64,
+    /// When set (at least 32 characters), `GET /metrics` needs `Authorization: Bearer
+    /// <token>`; unset, it is open (warned at start when `listen` is not loopback).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -227,6 +230,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout_s: 30,
             shutdown_grace_s: 30,
+            metrics_token: None,
         }
     }
 }
@@ -613,6 +617,9 @@ impl Config {
         in_range("server.max_body_bytes", s.max_body_bytes, 1024, 1 << 30)?;
         in_range("server.request_timeout_s", s.request_timeout_s, 1, 3600)?;
         in_range("server.shutdown_grace_s", s.shutdown_grace_s, 0, 600)?;
+        if s.metrics_token.as_ref().is_some_and(|t| t.chars().count() < 32) {
+            return Err(ConfigError::invalid("server.metrics_token", "must be at least 32 characters"));
+        }
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             return Err(ConfigError::invalid("server.tls_cert", "tls_cert and tls_key must be set together"));
         }
@@ -852,6 +859,9 @@ impl Config {
         if let Some(url) = &shown.messaging.push_webhook_url {
             // Its path or query may carry a token.
             shown.messaging.push_webhook_url = Some(format!("{}/REDACTED", url_origin(url)));
+        }
+        if shown.server.metrics_token.is_some() {
+            shown.server.metrics_token = Some("REDACTED".into());
         }
         if shown.messaging.push_webhook_secret.is_some() {
             shown.messaging.push_webhook_secret = Some("REDACTED".into());

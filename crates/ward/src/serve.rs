@@ -177,6 +177,11 @@ pub async fn run(
         }
         _ => None,
     };
+    if server.metrics_token.is_none() && !server.listen.ip().is_loopback() {
+        tracing::warn!(
+            "GET /metrics needs no credential: set server.metrics_token, or keep the port off untrusted networks"
+        );
+    }
     tracing::info!(backend = store.backend().as_str(), data_dir = %server.data_dir.display(), "ward ready");
     let signals = shutdown_signal()?;
     // The one line scripts and tests wait for; printed directly so its form never changes.

@@ -4,13 +4,16 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::error::ApiError;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -76,9 +79,23 @@ async fn check<E: std::fmt::Display>(probe: impl std::future::Future<Output = Re
 }
 
 /// Prometheus text exposition: request counts and latency by route and status, pool usage.
+/// With `[server] metrics_token` set, only for `Authorization: Bearer <that token>`.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, description = "`server.metrics_token` is set and was not presented")))]
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    if let Some(expected) = &state.config.server.metrics_token {
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        // Compared as digests, in constant time: neither the length nor a prefix leaks.
+        let (a, b) = (Sha256::digest(presented.as_bytes()), Sha256::digest(expected.as_bytes()));
+        if !bool::from(a.as_slice().ct_eq(b.as_slice())) {
+            return Err(ApiError::for_status(StatusCode::UNAUTHORIZED));
+        }
+    }
     let text = state.metrics.render(state.store.pool_stats());
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
 }

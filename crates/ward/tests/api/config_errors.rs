@@ -149,6 +149,14 @@ fn print_config_shows_the_effective_config_with_secrets_redacted() {
 }
 
 #[test]
+fn a_short_metrics_token_is_refused() {
+    let d = data_dir();
+    let short = ("WARD_SERVER_METRICS_TOKEN", "too-short");
+    assert_one_clear_line(&serve(&d.path, &[], &[short]), 2, &["server.metrics_token", "32"]);
+    assert!(!d.path.exists(), "a refused configuration touches nothing");
+}
+
+#[test]
 fn push_webhook_needs_https_and_a_long_secret() {
     let d = data_dir();
     let secret = ("WARD_MESSAGING_PUSH_WEBHOOK_SECRET", "a push webhook secret of 32+ chars");

@@ -36,6 +36,33 @@ async fn plain_server_on_port_zero_reports_its_real_port_and_probes_answer() {
     assert!(metrics.contains("ward_db_pool_connections"), "pool usage");
 }
 
+/// With `server.metrics_token` set, /metrics answers only the bearer of that token; other
+/// callers get 401 in the contract's shape, and print-config never shows it.
+#[tokio::test]
+async fn metrics_can_require_a_token() {
+    let dir = data_dir();
+    let token = "metrics-scrape-token-0123456789abcdef";
+    let server = Server::start(&dir.path, &["--no-tls"], &[("WARD_SERVER_METRICS_TOKEN", token)]);
+    let c = server.client();
+    for presented in [None, Some("wrong-token-of-the-same-length-012345"), Some("short")] {
+        let mut req = c.get(server.at("/metrics"));
+        if let Some(p) = presented {
+            req = req.bearer_auth(p);
+        }
+        let res = req.send().await.expect("metrics");
+        assert_eq!((res.status().as_u16(), error_code(res).await), (401, "unauthenticated".to_string()));
+    }
+    let res = c.get(server.at("/metrics")).bearer_auth(token).send().await.expect("metrics");
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.expect("text").contains("ward_build_info"));
+    assert_eq!(c.get(server.at("/healthz")).send().await.expect("healthz").status(), 200, "probes stay open");
+
+    let mut cmd = ward();
+    cmd.args(["serve", "--print-config", "--data-dir"]).arg(&dir.path).env("WARD_SERVER_METRICS_TOKEN", token);
+    let shown = String::from_utf8_lossy(&run(cmd, None).stdout).to_string();
+    assert!(shown.contains("metrics_token = \"REDACTED\"") && !shown.contains(token), "{shown}");
+}
+
 #[tokio::test]
 async fn data_dir_is_created_private_with_a_sqlite_database() {
     let dir = data_dir();
