@@ -38,6 +38,9 @@ pub struct ApiKeyView {
     pub expires_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// When the key last authenticated a request (to within a minute); `None`: never.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 impl From<&ApiKeyRecord> for ApiKeyView {
@@ -50,6 +53,7 @@ impl From<&ApiKeyRecord> for ApiKeyView {
             created_at: r.created_at,
             expires_at: r.expires_at,
             revoked_at: r.revoked_at,
+            last_used_at: r.last_used_at,
         }
     }
 }
@@ -69,6 +73,9 @@ impl std::fmt::Debug for NewApiKey {
 fn key_hash(key: &str) -> String {
     ward_crypto::sha256_hex(key.as_bytes())
 }
+
+/// How far `last_used_at` may lag behind a key's real last use.
+const LAST_USED_STEP: time::Duration = time::Duration::minutes(1);
 
 impl Accounts {
     /// Issues an API key for a service account (administrators).
@@ -168,6 +175,11 @@ impl Accounts {
             return Err(AuthError::SessionExpired);
         }
         user.roles = vec![role];
+        // Use is recorded for reviews of stale keys, at most once a minute per key (a write
+        // per request would cost a durable write each).
+        if record.last_used_at.is_none_or(|at| now - at >= LAST_USED_STEP) {
+            self.store.touch_api_key(record.id, now).await?;
+        }
         let session = SessionRecord {
             id: record.id,
             token_hash: String::new(),

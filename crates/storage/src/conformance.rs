@@ -409,6 +409,12 @@ async fn credentials_round_trip(store: &dyn Store) {
     tx.commit().await.expect("commit");
     assert_eq!(store.api_key_by_hash("api-key-hash").await.expect("read"), Some(k.clone()));
     assert_eq!(store.api_keys(u.id).await.expect("list"), vec![k.clone()]);
+    let used = || async { store.api_key_by_hash("api-key-hash").await.expect("read").expect("key").last_used_at };
+    store.touch_api_key(k.id, t + Duration::from_secs(60)).await.expect("touch");
+    assert_eq!(used().await, Some(t + Duration::from_secs(60)));
+    store.touch_api_key(k.id, t + Duration::from_secs(30)).await.expect("touch earlier");
+    assert_eq!(used().await, Some(t + Duration::from_secs(60)), "never backwards");
+    let k = ApiKeyRecord { last_used_at: Some(t + Duration::from_secs(60)), ..k };
     let mut tx = store.begin().await.expect("begin");
     assert!(!tx.revoke_api_key(k.id, Uuid::now_v7(), t).await.expect("other user"), "owner only");
     assert!(tx.revoke_api_key(k.id, u.id, t).await.expect("revoke"));

@@ -172,6 +172,9 @@ pub(crate) mod sql {
 
     pub const INSERT_API_KEY: &str = "INSERT INTO api_keys (id, user_id, name, key_hash, role, created_at, expires_at, revoked_at, last_used_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    /// Never moves `last_used_at` backwards (nodes' requests may land out of order).
+    pub const TOUCH_API_KEY: &str =
+        "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)";
     pub const API_KEY_BY_HASH: &str = "SELECT id, user_id, name, key_hash, role, created_at, expires_at, revoked_at, last_used_at FROM api_keys WHERE key_hash = $1";
     pub const API_KEYS_OF_USER: &str = "SELECT id, user_id, name, key_hash, role, created_at, expires_at, revoked_at, last_used_at FROM api_keys \
          WHERE user_id = $1 ORDER BY created_at, id";
@@ -261,6 +264,17 @@ macro_rules! impl_credential_stores {
                     .await?
                     .map(TryInto::try_into)
                     .transpose()
+            }
+
+            async fn touch_api_key(&self, id: uuid::Uuid, now: time::OffsetDateTime) -> $crate::Result<()> {
+                // Joins the write batch, like session activity.
+                let mut tx = self.writer.begin().await?;
+                sqlx::query($crate::credentials::sql::TOUCH_API_KEY)
+                    .bind(id.to_string())
+                    .bind($crate::rows::millis(now))
+                    .execute(tx.conn())
+                    .await?;
+                $crate::StoreTx::commit(Box::new(tx)).await
             }
 
             async fn api_keys(&self, user_id: uuid::Uuid) -> $crate::Result<Vec<$crate::ApiKeyRecord>> {

@@ -236,6 +236,8 @@ pub trait CredentialStore {
     async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>>;
     /// A user's API keys (live, expired and revoked), oldest first.
     async fn api_keys(&self, user_id: Uuid) -> Result<Vec<ApiKeyRecord>>;
+    /// Records a key's use at `now` (`last_used_at`). Not audited: use is not an event.
+    async fn touch_api_key(&self, id: Uuid, now: OffsetDateTime) -> Result<()>;
 }
 
 /// Data keys, second factors, sign-in challenges and API keys (changes, inside a [`StoreTx`]).

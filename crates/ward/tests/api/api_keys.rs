@@ -45,6 +45,7 @@ async fn service_accounts_use_prefixed_role_scoped_keys_that_die_when_revoked() 
     let key = made["key"].as_str().expect("key").to_string();
     assert!(key.starts_with("ward_ak_") && key.len() >= 50, "prefixed, 256-bit: {key}");
     assert_eq!(made["role"], "service");
+    assert_eq!(made["last_used_at"], Value::Null, "not used yet");
 
     // The key authenticates as the service account with its one role, without MFA.
     let res = c.get(server.at("/v1/auth/session")).bearer_auth(&key).send().await.expect("session");
@@ -68,6 +69,12 @@ async fn service_accounts_use_prefixed_role_scoped_keys_that_die_when_revoked() 
     let res = c.get(server.at(&format!("/v1/users/{bot}/api-keys"))).bearer_auth(&admin).send().await.expect("list");
     let text = res.text().await.expect("text");
     assert!(text.contains("lab feed") && !text.contains(&key), "{text}");
+    // Its use is recorded, for reviews of stale keys.
+    let listed: Value = serde_json::from_str(&text).expect("json");
+    let used = listed["api_keys"][0]["last_used_at"].as_str().expect("last_used_at set by the requests above");
+    let used = time::OffsetDateTime::parse(used, &time::format_description::well_known::Rfc3339).expect("time");
+    let ago = time::OffsetDateTime::now_utc() - used;
+    assert!(ago >= time::Duration::ZERO && ago < time::Duration::minutes(1), "{ago}");
 
     // Revoked: dead at once.
     let key_id = made["id"].as_str().expect("id");
