@@ -4,8 +4,9 @@
 //! Effective permissions are listed per action of the catalogue: `always` when some allow
 //! statement grants it on every resource without conditions, `conditional` when the
 //! allows that grant it carry conditions or narrower resources (membership of the
-//! dialog, MFA, network, time), and the action is left out when nothing allows it or an
-//! unconditional deny on every resource takes it away.
+//! dialog, MFA, network, time) or when a deny with conditions or narrower resources may
+//! take it away, and the action is left out when nothing allows it or an unconditional
+//! deny on every resource takes it away.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -73,6 +74,7 @@ pub fn effective_permissions(policies: &[std::sync::Arc<Policy>]) -> Vec<Permiss
         let mut allowed = false;
         let mut always = false;
         let mut blocked = false;
+        let mut sometimes_blocked = false;
         for p in policies {
             for s in &p.document.statements {
                 if !s.actions.iter().any(|pat| crate::glob::matches(pat, action)) {
@@ -84,12 +86,16 @@ pub fn effective_permissions(policies: &[std::sync::Arc<Policy>]) -> Vec<Permiss
                         allowed = true;
                         always |= everywhere;
                     }
-                    Effect::Deny => blocked |= everywhere,
+                    Effect::Deny => {
+                        blocked |= everywhere;
+                        sometimes_blocked |= !everywhere;
+                    }
                 }
             }
         }
         if allowed && !blocked {
-            out.push(Permission { action, scope: if always { "always" } else { "conditional" } });
+            let scope = if always && !sometimes_blocked { "always" } else { "conditional" };
+            out.push(Permission { action, scope });
         }
     }
     out
@@ -137,5 +143,42 @@ impl Access {
             });
         }
         Ok(Review { generated_at: now, period_start, dormant_days, users: out })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::policy::PolicyDocument;
+
+    fn policy(doc: serde_json::Value) -> Arc<Policy> {
+        Arc::new(Policy::compile("p", PolicyDocument::parse(doc).expect("valid")).expect("compiles"))
+    }
+
+    fn scope_of(perms: &[Permission], action: &str) -> Option<&'static str> {
+        perms.iter().find(|p| p.action == action).map(|p| p.scope)
+    }
+
+    #[test]
+    fn a_conditional_deny_makes_an_unconditional_allow_conditional() {
+        let allow = policy(serde_json::json!({"statements": [
+            {"effect": "allow", "actions": ["message:read", "message:send"], "resources": ["*"]}]}));
+        let perms = effective_permissions(std::slice::from_ref(&allow));
+        assert_eq!(scope_of(&perms, "message:read"), Some("always"));
+        let deny_without_mfa = policy(serde_json::json!({"statements": [
+            {"effect": "deny", "actions": ["message:read"], "resources": ["*"], "conditions": {"mfa": false}}]}));
+        let perms = effective_permissions(&[allow.clone(), deny_without_mfa]);
+        assert_eq!(scope_of(&perms, "message:read"), Some("conditional"), "denied without MFA");
+        assert_eq!(scope_of(&perms, "message:send"), Some("always"), "other actions keep theirs");
+        let deny_one_dialog = policy(serde_json::json!({"statements": [
+            {"effect": "deny", "actions": ["message:*"], "resources": ["dialog/01890a5d-ac96-774b-bcce-b302099a8057"]}]}));
+        let perms = effective_permissions(&[allow.clone(), deny_one_dialog]);
+        assert_eq!(scope_of(&perms, "message:send"), Some("conditional"), "denied on one dialog");
+        let deny_all = policy(serde_json::json!({"statements": [
+            {"effect": "deny", "actions": ["message:send"], "resources": ["*"]}]}));
+        let perms = effective_permissions(&[allow, deny_all]);
+        assert_eq!(scope_of(&perms, "message:send"), None, "an unconditional deny removes it");
     }
 }
