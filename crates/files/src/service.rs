@@ -617,20 +617,31 @@ impl Files {
         let grace = time::Duration::try_from(self.settings.orphan_grace).unwrap_or(time::Duration::DAY);
         let cutoff = (now - grace).unix_timestamp();
         let mut report = SweepReport::default();
-        let mut listing = self.objects.store().list(None);
+        // The records are read in batches, one query per `FILES_BY_IDS_MAX` objects.
+        let mut listing = self.objects.store().list(None).chunks(ward_storage::FILES_BY_IDS_MAX);
         let mut removed = Vec::new();
-        while let Some(meta) = listing.next().await {
-            let meta = meta?;
-            let Ok(id) = meta.location.filename().unwrap_or_default().parse::<Uuid>() else {
-                tracing::warn!(object = %meta.location, "an object the files store does not know; left alone");
-                continue;
-            };
-            let orphan = match self.store.file_by_id(id).await? {
-                Some(r) => r.deleted_at.is_some(),
-                None => meta.last_modified.timestamp() < cutoff,
-            };
-            if orphan {
-                removed.push(meta.location);
+        while let Some(page) = listing.next().await {
+            let mut objects = Vec::with_capacity(page.len());
+            for meta in page {
+                let meta = meta?;
+                match meta.location.filename().unwrap_or_default().parse::<Uuid>() {
+                    Ok(id) => objects.push((id, meta)),
+                    Err(_) => {
+                        tracing::warn!(object = %meta.location, "an object the files store does not know; left alone");
+                    }
+                }
+            }
+            let ids: Vec<Uuid> = objects.iter().map(|(id, _)| *id).collect();
+            let records: std::collections::HashMap<Uuid, FileRecord> =
+                self.store.files_by_ids(&ids).await?.into_iter().map(|r| (r.id, r)).collect();
+            for (id, meta) in objects {
+                let orphan = match records.get(&id) {
+                    Some(r) => r.deleted_at.is_some(),
+                    None => meta.last_modified.timestamp() < cutoff,
+                };
+                if orphan {
+                    removed.push(meta.location);
+                }
             }
         }
         for location in &removed {

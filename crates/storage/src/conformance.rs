@@ -1175,7 +1175,23 @@ async fn files_are_stored_and_tombstoned(store: &dyn Store) {
     assert!(!tx.delete_file(f.id, later).await.expect("again"), "deleted once");
     tx.commit().await.expect("commit");
     let gone = store.file_by_id(f.id).await.expect("read").expect("tombstone kept");
-    assert_eq!((gone.meta_sealed, gone.deleted_at), (None, Some(later)), "metadata blanked, deletion time kept");
+    assert_eq!(
+        (gone.meta_sealed.clone(), gone.deleted_at),
+        (None, Some(later)),
+        "metadata blanked, deletion time kept"
+    );
+
+    // In batches: the known ids (tombstones too), unknown ones left out; none asked, none given.
+    let second = crate::FileRecord { id: Uuid::now_v7(), object_key: "files/y".into(), ..f.clone() };
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert_file(&second).await.expect("insert file");
+    tx.commit().await.expect("commit");
+    let mut asked: Vec<Uuid> = (0..crate::FILES_BY_IDS_MAX - 2).map(|_| Uuid::now_v7()).collect();
+    asked.extend([second.id, f.id]);
+    let mut got = store.files_by_ids(&asked).await.expect("batch");
+    got.sort_by_key(|r| r.id);
+    assert_eq!(got, vec![gone, second], "both, by a full batch of ids");
+    assert!(store.files_by_ids(&[]).await.expect("empty").is_empty());
 }
 
 async fn leases_exclude_other_holders_until_released_or_lapsed(store: &dyn Store) {

@@ -40,8 +40,16 @@ impl TryFrom<FileRow> for FileRecord {
 
 /// SQL shared by both engines.
 pub(crate) mod sql {
-    pub const FILE_BY_ID: &str = "SELECT id, dialog_id, uploader_id, data_key_id, size, segment_size, meta_sealed, \
-         object_key, created_at, deleted_at FROM files WHERE id = $1";
+    /// The columns of a [`super::FileRow`].
+    macro_rules! file_columns {
+        () => {
+            "SELECT id, dialog_id, uploader_id, data_key_id, size, segment_size, meta_sealed, object_key, \
+             created_at, deleted_at FROM files "
+        };
+    }
+    pub const FILE_BY_ID: &str = concat!(file_columns!(), "WHERE id = $1");
+    /// Followed by one bound id per file, comma-separated, and `)`.
+    pub const FILES_BY_IDS: &str = concat!(file_columns!(), "WHERE id IN (");
     pub const INSERT_FILE: &str = "INSERT INTO files (id, dialog_id, uploader_id, data_key_id, size, segment_size, \
          meta_sealed, object_key, created_at, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT DO NOTHING";
@@ -60,6 +68,25 @@ macro_rules! impl_file_stores {
                     .await?
                     .map(TryInto::try_into)
                     .transpose()
+            }
+
+            async fn files_by_ids(&self, ids: &[uuid::Uuid]) -> $crate::Result<Vec<$crate::FileRecord>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::new($crate::files::sql::FILES_BY_IDS);
+                let mut list = query.separated(", ");
+                for id in ids {
+                    list.push_bind(id.to_string());
+                }
+                list.push_unseparated(")");
+                query
+                    .build_query_as::<$crate::files::FileRow>()
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect()
             }
         }
 

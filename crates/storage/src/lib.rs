@@ -316,7 +316,14 @@ pub trait MessagingStore {
 pub trait FileStore {
     /// A file's record, deleted ones included (their metadata blanked).
     async fn file_by_id(&self, id: Uuid) -> Result<Option<FileRecord>>;
+    /// The records of those of `ids` that exist (deleted ones included), in no order. At
+    /// most [`FILES_BY_IDS_MAX`] ids per call.
+    async fn files_by_ids(&self, ids: &[Uuid]) -> Result<Vec<FileRecord>>;
 }
+
+/// The most ids one [`FileStore::files_by_ids`] call takes (well under either engine's
+/// limit on bound parameters).
+pub const FILES_BY_IDS_MAX: usize = 1_000;
 
 /// Shared files: writes, inside a [`StoreTx`].
 #[async_trait]
