@@ -81,8 +81,7 @@ impl Access {
         let now = ctx.now;
         let expires_at = now + self.settings().breakglass;
         let (id, key_id) = (Uuid::now_v7(), dialog.data_key_id);
-        let key = self.keys()?.by_id(key_id).await?;
-        let sealed = ward_keys::seal(&key, &reason_aad(id, who.user_id, dialog_id, key_id), reason.as_bytes())?;
+        let sealed = self.seal_reason(id, who.user_id, dialog_id, key_id, reason).await?;
         let grant = BreakGlassGrant {
             id,
             user_id: who.user_id,
@@ -106,6 +105,19 @@ impl Access {
         tx.commit().await?;
         self.alert("breakglass.invoked", ctx, &grant, row.seq);
         Ok(GrantView { grant, reason: Some(reason.to_string()) })
+    }
+
+    /// A reason sealed under the dialog's data key `key_id`, bound to its grant.
+    async fn seal_reason(
+        &self,
+        id: Uuid,
+        user_id: Uuid,
+        dialog_id: Uuid,
+        key_id: Uuid,
+        reason: &str,
+    ) -> Result<Vec<u8>, AccessError> {
+        let key = self.keys()?.by_id(key_id).await?;
+        Ok(ward_keys::seal(&key, &reason_aad(id, user_id, dialog_id, key_id), reason.as_bytes())?)
     }
 
     /// The grant's reason in plaintext, or `None` when the dialog's key (and with it the
@@ -135,34 +147,34 @@ impl Access {
     /// each in an audited transaction; answers how many. A grant whose dialog's key is
     /// destroyed keeps its plaintext and is logged: it needs an operator.
     pub async fn seal_legacy_reasons(&self, ctx: &Context) -> Result<usize, AccessError> {
-        let mut sealed_count = 0;
-        // Batches of up to 10,000, until a batch seals nothing (empty, or only grants that
+        let mut total = 0;
+        // Batches of up to 10,000, until one seals nothing (none left, or only grants that
         // cannot be sealed).
         loop {
-            let before = sealed_count;
-            self.seal_batch(ctx, &mut sealed_count).await?;
-            if sealed_count == before {
-                return Ok(sealed_count);
+            let sealed = self.seal_batch(ctx).await?;
+            if sealed == 0 {
+                return Ok(total);
             }
+            total += sealed;
         }
     }
 
-    async fn seal_batch(&self, ctx: &Context, sealed_count: &mut usize) -> Result<(), AccessError> {
+    /// One batch of [`Self::seal_legacy_reasons`]; answers how many it sealed.
+    async fn seal_batch(&self, ctx: &Context) -> Result<usize, AccessError> {
+        let mut sealed_count = 0;
         for grant in self.store().breakglass_grants_unsealed().await? {
             let GrantReason::Legacy(plain) = &grant.reason else { continue };
             let plain = Zeroizing::new(plain.clone());
             let Some(dialog) = self.store().dialog_by_id(grant.dialog_id).await? else { continue };
             let key_id = dialog.data_key_id;
-            let key = match self.keys()?.by_id(key_id).await {
-                Ok(key) => key,
-                Err(ward_keys::KeyError::Destroyed(_)) => {
+            let sealed = match self.seal_reason(grant.id, grant.user_id, grant.dialog_id, key_id, &plain).await {
+                Ok(sealed) => sealed,
+                Err(AccessError::Keys(ward_keys::KeyError::Destroyed(_))) => {
                     tracing::error!(grant = %grant.id, "a break-glass reason cannot be sealed: its dialog's key is destroyed");
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
-            let aad = reason_aad(grant.id, grant.user_id, grant.dialog_id, key_id);
-            let sealed = ward_keys::seal(&key, &aad, plain.as_bytes())?;
             let event = ctx
                 .event("breakglass.reason_seal", Outcome::Success)
                 .resource(format!("dialog/{}", grant.dialog_id))
@@ -171,12 +183,12 @@ impl Access {
             if tx.seal_breakglass_reason(grant.id, key_id, &sealed).await? {
                 self.audit().record(&mut *tx, &event).await?;
                 tx.commit().await?;
-                *sealed_count += 1;
+                sealed_count += 1;
             } else {
                 tx.rollback().await?;
             }
         }
-        Ok(())
+        Ok(sealed_count)
     }
 
     /// The caller's live grant for a dialog, if any.
